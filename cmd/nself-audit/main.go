@@ -1,0 +1,273 @@
+// Command nself-audit is the audit-log service of an nSelf stack and its
+// command line: `nself-audit` serves, `nself-audit migrate` applies the
+// database migrations, `nself-audit version` prints the version.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+	"github.com/nself-org/nself-audit/internal/auth"
+	"github.com/nself-org/nself-audit/internal/httpapi"
+	"github.com/nself-org/nself-audit/internal/ingest"
+	"github.com/nself-org/nself-audit/internal/postgres"
+)
+
+// version is set at build time with -ldflags "-X main.version=1.2.3".
+var version = ""
+
+// Version returns the build's version: the ldflags value, else the module
+// version Go recorded, else "dev".
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+const usage = `nself-audit: the audit log of an nSelf stack.
+
+Usage:
+  nself-audit            serve the HTTP API (same as "nself-audit serve")
+  nself-audit migrate    apply the database migrations and exit
+  nself-audit version    print the version
+
+Environment: DATABASE_URL, PORT (3843), HOST (127.0.0.1), PLUGIN_INTERNAL_SECRET
+(or PLUGIN_SECRET), HASURA_GRAPHQL_JWT_SECRET, LOG_LEVEL, LOG_FORMAT.
+See README.md and docs/.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	verb := "serve"
+	if len(args) > 0 {
+		verb = args[0]
+	}
+	switch verb {
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, Version())
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "serve", "migrate":
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "nself-audit %s: takes no arguments\n", verb)
+			return 2
+		}
+	default:
+		fmt.Fprintf(stderr, "nself-audit: unknown command %q\n\n%s", verb, usage)
+		return 2
+	}
+	cfg, err := LoadConfig(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "nself-audit: "+err.Error())
+		return 1
+	}
+	logger := newLogger(cfg, stderr)
+	if verb == "migrate" {
+		return migrateOnly(ctx, cfg, logger, stdout)
+	}
+	m := NewMain(cfg, logger)
+	if err := m.Run(ctx); err != nil {
+		logger.Error("start failed", "err", err)
+		return 1
+	}
+	<-ctx.Done()
+	logger.Info("shutting down")
+	if err := m.Close(); err != nil {
+		logger.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func migrateOnly(ctx context.Context, cfg *Config, logger *slog.Logger, stdout io.Writer) int {
+	store, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		logger.Error("migrate", "err", err)
+		return 1
+	}
+	defer store.Close()
+	applied, err := store.Migrate(ctx)
+	if err != nil {
+		logger.Error("migrate", "err", err)
+		return 1
+	}
+	st, err := store.Migrations(ctx)
+	if err != nil {
+		logger.Error("migrate", "err", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "migrations: applied %d now, %d of %d in the ledger\n", len(applied), st.Applied, st.Expected)
+	return 0
+}
+
+// Main is the running service: its wiring is the same in tests, which call
+// Run with port 0 and read Addr.
+type Main struct {
+	cfg    *Config
+	logger *slog.Logger
+
+	store    *postgres.Store
+	writer   *ingest.Writer
+	server   *http.Server
+	listener net.Listener
+	stopBG   context.CancelFunc
+	bgDone   chan struct{}
+}
+
+// NewMain returns a Main for cfg.
+func NewMain(cfg *Config, logger *slog.Logger) *Main {
+	return &Main{cfg: cfg, logger: logger}
+}
+
+// startupTimeout bounds how long the service waits for the database at
+// boot (it may still be starting) before it exits non-zero.
+const startupTimeout = 60 * time.Second
+
+// Run connects, migrates, starts the writer and the HTTP server, and
+// returns once the server is listening.
+func (m *Main) Run(ctx context.Context) error {
+	store, err := postgres.Open(ctx, m.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	m.store = store
+	if err := m.migrate(ctx); err != nil {
+		store.Close()
+		return err
+	}
+	bg, stop := context.WithCancel(context.Background())
+	m.stopBG, m.bgDone = stop, make(chan struct{})
+	go m.maintainPartitions(bg)
+
+	m.writer = ingest.New(store, ingest.Config{Logger: m.logger})
+	go m.writer.Run()
+
+	api := httpapi.New(httpapi.Config{
+		Store:   store,
+		Writer:  m.writer,
+		Auth:    auth.New(m.cfg.Secret, m.cfg.JWT, nil),
+		Cursors: audit.NewCursorCodec([]byte(m.cfg.Secret)),
+		Logger:  m.logger,
+		Version: Version(),
+	})
+	ln, err := net.Listen("tcp", m.cfg.Addr())
+	if err != nil {
+		m.Close()
+		return fmt.Errorf("listen on %s: %w", m.cfg.Addr(), err)
+	}
+	m.listener = ln
+	m.server = httpapi.NewHTTPServer(ln.Addr().String(), api.Handler(), m.logger)
+	go func() {
+		if err := m.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.logger.Error("serve", "err", err)
+		}
+	}()
+	m.logger.Info("nself-audit listening", "addr", ln.Addr().String(), "store", "postgres", "version", Version(),
+		"jwt", m.cfg.JWT != nil)
+	return nil
+}
+
+// migrate applies migrations at boot, retrying while the database is not
+// reachable yet.
+func (m *Main) migrate(ctx context.Context) error {
+	deadline := time.Now().Add(startupTimeout)
+	for {
+		applied, err := m.store.Migrate(ctx)
+		if err == nil {
+			if len(applied) > 0 {
+				m.logger.Info("migrations applied", "files", applied)
+			}
+			return nil
+		}
+		if audit.ErrorCode(err) != audit.EUNAVAILABLE || time.Now().After(deadline) {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		m.logger.Warn("database not reachable yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// maintainPartitions keeps monthly partitions created ahead: at boot and
+// every hour, for the current month and the next two.
+func (m *Main) maintainPartitions(ctx context.Context) {
+	defer close(m.bgDone)
+	for {
+		if n, err := m.store.EnsurePartitions(ctx, 2); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.logger.Error("create partitions", "err", err)
+		} else if n > 0 {
+			m.logger.Info("partitions created", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+	}
+}
+
+// Addr is the address the server listens on.
+func (m *Main) Addr() string { return m.listener.Addr().String() }
+
+// shutdownTimeout bounds a graceful stop: in-flight requests finish and
+// everything queued is committed within it.
+const shutdownTimeout = 20 * time.Second
+
+// Close stops accepting requests, lets in-flight ones finish, commits what
+// is queued, and closes the database.
+func (m *Main) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	var errs []error
+	if m.server != nil {
+		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	if m.writer != nil {
+		errs = append(errs, m.writer.Close(ctx))
+	}
+	if m.stopBG != nil {
+		m.stopBG()
+		<-m.bgDone
+	}
+	if m.store != nil {
+		errs = append(errs, m.store.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,343 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+)
+
+// CanonicalJSON is JSON text in the JSON Canonicalization Scheme (RFC 8785):
+// no insignificant whitespace, object members sorted by their names' UTF-16
+// code units, numbers as ECMAScript prints IEEE-754 doubles, strings with the
+// minimal escaping. Metadata is stored and hashed in this form, so anyone
+// can recompute a hash with any RFC 8785 implementation.
+type CanonicalJSON []byte
+
+// MarshalJSON writes the canonical text as it is.
+func (c CanonicalJSON) MarshalJSON() ([]byte, error) {
+	if len(c) == 0 {
+		return []byte("{}"), nil
+	}
+	return c, nil
+}
+
+// UnmarshalJSON canonicalizes whatever JSON value it is given.
+func (c *CanonicalJSON) UnmarshalJSON(b []byte) error {
+	out, err := Canonicalize(b)
+	if err != nil {
+		return err
+	}
+	*c = out
+	return nil
+}
+
+// maxDepth bounds nesting in metadata, so a deeply nested body cannot
+// exhaust the stack.
+const maxDepth = 64
+
+// CanonicalizeMetadata validates event metadata (absent or null means {}; it
+// must be a JSON object of at most MaxMetadataBytes, without duplicate
+// member names or NUL characters) and returns its canonical form.
+func CanonicalizeMetadata(raw json.RawMessage) (CanonicalJSON, error) {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
+		return CanonicalJSON("{}"), nil
+	}
+	if trimmed[0] != '{' {
+		return nil, Errorf(EINVALID, "metadata: must be a JSON object")
+	}
+	if len(trimmed) > MaxMetadataBytes {
+		return nil, Errorf(EINVALID, "metadata: larger than %d KiB", MaxMetadataBytes>>10)
+	}
+	out, err := Canonicalize(trimmed)
+	if err != nil {
+		return nil, Errorf(EINVALID, "metadata: %s", ErrorMessage(err))
+	}
+	if len(out) > MaxMetadataBytes {
+		return nil, Errorf(EINVALID, "metadata: larger than %d KiB", MaxMetadataBytes>>10)
+	}
+	return out, nil
+}
+
+// Canonicalize returns the RFC 8785 form of one JSON value. Errors are
+// EINVALID and say what is wrong.
+func Canonicalize(raw []byte) (CanonicalJSON, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var buf bytes.Buffer
+	if err := canonValue(dec, &buf, 0); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, Errorf(EINVALID, "unexpected data after the JSON value")
+	}
+	return buf.Bytes(), nil
+}
+
+func canonValue(dec *json.Decoder, buf *bytes.Buffer, depth int) error {
+	if depth > maxDepth {
+		return Errorf(EINVALID, "nested deeper than %d levels", maxDepth)
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return Errorf(EINVALID, "malformed JSON")
+	}
+	switch v := tok.(type) {
+	case json.Delim:
+		switch v {
+		case '{':
+			return canonObject(dec, buf, depth)
+		case '[':
+			buf.WriteByte('[')
+			for i := 0; dec.More(); i++ {
+				if i > 0 {
+					buf.WriteByte(',')
+				}
+				if err := canonValue(dec, buf, depth+1); err != nil {
+					return err
+				}
+			}
+			if _, err := dec.Token(); err != nil {
+				return Errorf(EINVALID, "malformed JSON")
+			}
+			buf.WriteByte(']')
+			return nil
+		}
+		return Errorf(EINVALID, "malformed JSON")
+	case string:
+		return writeString(buf, v)
+	case json.Number:
+		f, err := strconv.ParseFloat(string(v), 64)
+		if err != nil || math.IsInf(f, 0) {
+			return Errorf(EINVALID, "number %s is out of range", v)
+		}
+		buf.WriteString(FormatNumber(f))
+	case bool:
+		buf.WriteString(strconv.FormatBool(v))
+	case nil:
+		buf.WriteString("null")
+	}
+	return nil
+}
+
+func canonObject(dec *json.Decoder, buf *bytes.Buffer, depth int) error {
+	type member struct {
+		key   string
+		value []byte
+	}
+	var members []member
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return Errorf(EINVALID, "malformed JSON")
+		}
+		key := tok.(string) // the decoder only yields strings in key position
+		if seen[key] {
+			return Errorf(EINVALID, "duplicate member %q", key)
+		}
+		seen[key] = true
+		var vb bytes.Buffer
+		if err := canonValue(dec, &vb, depth+1); err != nil {
+			return err
+		}
+		members = append(members, member{key, vb.Bytes()})
+	}
+	if _, err := dec.Token(); err != nil {
+		return Errorf(EINVALID, "malformed JSON")
+	}
+	sort.Slice(members, func(i, j int) bool { return lessUTF16(members[i].key, members[j].key) })
+	buf.WriteByte('{')
+	for i, m := range members {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		if err := writeString(buf, m.key); err != nil {
+			return err
+		}
+		buf.WriteByte(':')
+		buf.Write(m.value)
+	}
+	buf.WriteByte('}')
+	return nil
+}
+
+// lessUTF16 orders strings by their UTF-16 code units, as RFC 8785 requires.
+func lessUTF16(a, b string) bool {
+	ua, ub := utf16.Encode([]rune(a)), utf16.Encode([]rune(b))
+	for i := 0; i < len(ua) && i < len(ub); i++ {
+		if ua[i] != ub[i] {
+			return ua[i] < ub[i]
+		}
+	}
+	return len(ua) < len(ub)
+}
+
+// writeString writes s as a JSON string with RFC 8785's escaping: only the
+// quote, the backslash and control characters are escaped.
+func writeString(buf *bytes.Buffer, s string) error {
+	if strings.IndexByte(s, 0) >= 0 {
+		return Errorf(EINVALID, "strings may not contain NUL characters")
+	}
+	buf.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"':
+			buf.WriteString(`\"`)
+		case r == '\\':
+			buf.WriteString(`\\`)
+		case r == '\b':
+			buf.WriteString(`\b`)
+		case r == '\f':
+			buf.WriteString(`\f`)
+		case r == '\n':
+			buf.WriteString(`\n`)
+		case r == '\r':
+			buf.WriteString(`\r`)
+		case r == '\t':
+			buf.WriteString(`\t`)
+		case r < 0x20:
+			buf.WriteString(`\u00`)
+			buf.WriteByte("0123456789abcdef"[r>>4])
+			buf.WriteByte("0123456789abcdef"[r&0xf])
+		default:
+			buf.WriteRune(r)
+		}
+	}
+	buf.WriteByte('"')
+	return nil
+}
+
+// FormatNumber prints f as ECMAScript's Number.prototype.toString does,
+// which is the number form of RFC 8785.
+func FormatNumber(f float64) string {
+	if f == 0 {
+		return "0" // also for -0
+	}
+	if f < 0 {
+		return "-" + FormatNumber(-f)
+	}
+	// Shortest round-trip digits and exponent: d.ddddde±x.
+	e := strconv.FormatFloat(f, 'e', -1, 64)
+	mant, expStr, _ := strings.Cut(e, "e")
+	digits := strings.Replace(mant, ".", "", 1)
+	exp, _ := strconv.Atoi(expStr)
+	k, n := len(digits), exp+1 // value = 0.digits × 10^n
+	switch {
+	case k <= n && n <= 21:
+		return digits + strings.Repeat("0", n-k)
+	case 0 < n && n <= 21:
+		return digits[:n] + "." + digits[n:]
+	case -6 < n && n <= 0:
+		return "0." + strings.Repeat("0", -n) + digits
+	}
+	sign := "+"
+	if n-1 < 0 {
+		sign = "-"
+	}
+	m := digits[:1]
+	if k > 1 {
+		m += "." + digits[1:]
+	}
+	return m + "e" + sign + strconv.Itoa(abs(n-1))
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// GenesisHash is the prev_hash of the first event of every account: 32 zero
+// bytes in hex.
+var GenesisHash = strings.Repeat("0", 64)
+
+// Canonical returns the canonical encoding of e that its hash covers: the
+// RFC 8785 form of a JSON object holding every field of the event except
+// prev_hash and hash, times in TimeFormat. See docs/CHAIN.md.
+func Canonical(e *Event) []byte {
+	var buf bytes.Buffer
+	meta := e.Metadata
+	if len(meta) == 0 {
+		meta = CanonicalJSON("{}")
+	}
+	// Member names below are already in RFC 8785 order (ASCII, sorted).
+	fields := []struct {
+		name string
+		str  string
+		raw  []byte
+	}{
+		{name: "action", str: e.Action},
+		{name: "actor_id", str: e.ActorID},
+		{name: "actor_type", str: e.ActorType},
+		{name: "id", str: e.ID.String()},
+		{name: "ip_address", str: e.IPAddress},
+		{name: "metadata", raw: meta},
+		{name: "occurred_at", str: FormatTime(e.OccurredAt)},
+		{name: "outcome", str: e.Outcome},
+		{name: "recorded_at", str: FormatTime(e.RecordedAt)},
+		{name: "request_id", str: e.RequestID},
+		{name: "resource_id", str: e.ResourceID},
+		{name: "resource_type", str: e.ResourceType},
+		{name: "seq", raw: []byte(strconv.FormatInt(e.Seq, 10))},
+		{name: "severity", str: e.Severity},
+		{name: "source", str: e.Source},
+		{name: "source_account_id", str: e.SourceAccountID},
+		{name: "user_agent", str: e.UserAgent},
+	}
+	buf.WriteByte('{')
+	for i, f := range fields {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		writeString(&buf, f.name)
+		buf.WriteByte(':')
+		if f.raw != nil {
+			buf.Write(f.raw)
+		} else {
+			writeString(&buf, f.str) // validated input holds no NUL
+		}
+	}
+	buf.WriteByte('}')
+	return buf.Bytes()
+}
+
+// ComputeHash returns hex(SHA-256(prev || Canonical(e))) where prev is the 32
+// bytes that prevHash (hex) names.
+func ComputeHash(prevHash string, e *Event) (string, error) {
+	prev, err := hex.DecodeString(prevHash)
+	if err != nil || len(prev) != sha256.Size {
+		return "", errors.New("prev_hash is not 64 hex digits")
+	}
+	h := sha256.New()
+	h.Write(prev)
+	h.Write(Canonical(e))
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Link places e after the event whose seq and hash are given: it sets Seq,
+// PrevHash and Hash. Use seq 0 and GenesisHash for an account's first event.
+func Link(e *Event, prevSeq int64, prevHash string) error {
+	e.Seq = prevSeq + 1
+	e.PrevHash = prevHash
+	h, err := ComputeHash(prevHash, e)
+	if err != nil {
+		return err
+	}
+	e.Hash = h
+	return nil
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,244 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// EventInput is what a client sends to record an event. Fields the server
+// assigns (id, seq, recorded_at, hashes, account) are not part of it.
+type EventInput struct {
+	OccurredAt     *string         `json:"occurred_at"`
+	ActorID        string          `json:"actor_id"`
+	ActorType      string          `json:"actor_type"`
+	Action         string          `json:"action"`
+	ResourceType   string          `json:"resource_type"`
+	ResourceID     string          `json:"resource_id"`
+	Outcome        string          `json:"outcome"`
+	Severity       string          `json:"severity"`
+	IPAddress      string          `json:"ip_address"`
+	UserAgent      string          `json:"user_agent"`
+	RequestID      string          `json:"request_id"`
+	Source         string          `json:"source"`
+	Metadata       json.RawMessage `json:"metadata"`
+	IdempotencyKey string          `json:"idempotency_key"`
+}
+
+// serverFields are event fields a client may not set, with the reason given
+// back when it tries.
+var serverFields = map[string]string{
+	"id":                "id is assigned by the server",
+	"seq":               "seq is assigned by the server",
+	"recorded_at":       "recorded_at is assigned by the server",
+	"prev_hash":         "prev_hash is assigned by the server",
+	"hash":              "hash is assigned by the server",
+	"source_account_id": "source_account_id comes from the credentials and the X-Source-Account-Id header, not the body",
+}
+
+// DecodeEventInput decodes one event from JSON, strictly: unknown fields,
+// wrong types, trailing data and NUL bytes are EINVALID errors that name the
+// field.
+func DecodeEventInput(r io.Reader) (*EventInput, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var in EventInput
+	if err := dec.Decode(&in); err != nil {
+		return nil, jsonError(err)
+	}
+	if dec.More() {
+		return nil, Errorf(EINVALID, "body: unexpected data after the JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, Errorf(EINVALID, "body: unexpected data after the JSON object")
+	}
+	return &in, nil
+}
+
+// jsonError turns an encoding/json error into a client-safe EINVALID error.
+func jsonError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var appErr *Error
+	switch {
+	case errors.As(err, &appErr): // e.g. the reader's size limit
+		return err
+	case errors.Is(err, io.EOF):
+		return Errorf(EINVALID, "body: empty; expected a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return Errorf(EINVALID, "body: truncated JSON")
+	case errors.As(err, &syn):
+		return Errorf(EINVALID, "body: malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return Errorf(EINVALID, "body: expected a JSON object, got %s", typ.Value)
+		}
+		return Errorf(EINVALID, "%s: expected %s, got %s", typ.Field, jsonTypeName(typ.Type.Kind().String()), typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if why, ok := serverFields[name]; ok {
+			return Errorf(EINVALID, "%s: %s", name, why)
+		}
+		return Errorf(EINVALID, "%s: unknown field", name)
+	}
+	return Errorf(EINVALID, "body: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+func jsonTypeName(kind string) string {
+	switch kind {
+	case "string":
+		return "a string"
+	case "slice", "array":
+		return "an array"
+	case "map", "struct":
+		return "an object"
+	case "bool":
+		return "a boolean"
+	}
+	return "a " + kind
+}
+
+var (
+	actionPattern  = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+	accountPattern = regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,128}$`)
+)
+
+// ValidAccountID reports whether s is an acceptable source_account_id.
+func ValidAccountID(s string) bool { return accountPattern.MatchString(s) }
+
+// ValidAction reports whether s is an action in dot notation (user.login).
+func ValidAction(s string) bool { return len(s) <= MaxActionLen && actionPattern.MatchString(s) }
+
+// Validate checks the input and returns the event it describes, with defaults
+// applied, an id assigned and times truncated to microseconds. account is
+// the caller's account; source is the X-Source-Plugin header, used when the
+// body names no source. now is the server's clock.
+func (in *EventInput) Validate(account, source string, now time.Time) (*Event, error) {
+	e := &Event{
+		SourceAccountID: account,
+		ActorID:         in.ActorID,
+		ActorType:       orDefault(in.ActorType, "user"),
+		Action:          in.Action,
+		ResourceType:    in.ResourceType,
+		ResourceID:      in.ResourceID,
+		Outcome:         orDefault(in.Outcome, "success"),
+		Severity:        orDefault(in.Severity, "info"),
+		UserAgent:       in.UserAgent,
+		RequestID:       in.RequestID,
+		Source:          orDefault(in.Source, source),
+	}
+	texts := []struct {
+		name, value string
+		max         int
+	}{
+		{"actor_id", e.ActorID, MaxActorIDLen},
+		{"action", e.Action, MaxActionLen},
+		{"resource_type", e.ResourceType, MaxResourceTypeLen},
+		{"resource_id", e.ResourceID, MaxResourceIDLen},
+		{"user_agent", e.UserAgent, MaxUserAgentLen},
+		{"request_id", e.RequestID, MaxRequestIDLen},
+		{"source", e.Source, MaxSourceLen},
+		{"idempotency_key", in.IdempotencyKey, MaxIdempotencyLen},
+	}
+	for _, f := range texts {
+		if err := checkText(f.name, f.value, f.max); err != nil {
+			return nil, err
+		}
+	}
+	if !ValidAccountID(account) {
+		return nil, Errorf(EINVALID, "source_account_id: must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ -")
+	}
+	switch {
+	case e.Action == "":
+		return nil, Errorf(EINVALID, "action: required")
+	case !ValidAction(e.Action):
+		return nil, Errorf(EINVALID, "action: must be dot notation such as user.login (letters, digits, _ and - between dots)")
+	case !oneOf(e.ActorType, ActorTypes):
+		return nil, Errorf(EINVALID, "actor_type: must be one of %s", strings.Join(ActorTypes, ", "))
+	case !oneOf(e.Outcome, Outcomes):
+		return nil, Errorf(EINVALID, "outcome: must be one of %s", strings.Join(Outcomes, ", "))
+	case !oneOf(e.Severity, Severities):
+		return nil, Errorf(EINVALID, "severity: must be one of %s", strings.Join(Severities, ", "))
+	case e.ActorID == "" && e.ActorType != "system":
+		return nil, Errorf(EINVALID, "actor_id: required unless actor_type is system")
+	}
+	if in.IPAddress != "" {
+		addr, err := netip.ParseAddr(in.IPAddress)
+		if err != nil || addr.Zone() != "" {
+			return nil, Errorf(EINVALID, "ip_address: not an IPv4 or IPv6 address")
+		}
+		e.IPAddress = addr.Unmap().String()
+	}
+	now = truncTime(now)
+	e.OccurredAt = now
+	if in.OccurredAt != nil {
+		t, err := time.Parse(time.RFC3339Nano, *in.OccurredAt)
+		if err != nil {
+			return nil, Errorf(EINVALID, "occurred_at: not an RFC 3339 time such as 2026-01-02T15:04:05Z")
+		}
+		if t.Year() < 1970 || t.Year() > 9999 {
+			return nil, Errorf(EINVALID, "occurred_at: year must be between 1970 and 9999")
+		}
+		if t.After(now.Add(MaxFutureSkew)) {
+			return nil, Errorf(EINVALID, "occurred_at: more than 24 hours in the future")
+		}
+		e.OccurredAt = truncTime(t)
+	}
+	meta, err := CanonicalizeMetadata(in.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	e.Metadata = meta
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("new event id: %w", err)
+	}
+	e.ID = id
+	e.RecordedAt = now
+	return e, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func checkText(name, v string, max int) error {
+	switch {
+	case len(v) > max:
+		return Errorf(EINVALID, "%s: longer than %d bytes", name, max)
+	case strings.IndexByte(v, 0) >= 0:
+		return Errorf(EINVALID, "%s: contains a NUL byte", name)
+	case !utf8.ValidString(v):
+		return Errorf(EINVALID, "%s: not valid UTF-8", name)
+	}
+	return nil
+}
+
+// Fingerprint is a digest of what a client asked to record, used to tell a
+// genuine retry of an idempotency key from a reuse of it for another event.
+// It covers every input field except the server-assigned ones and, when
+// the client gave none, occurred_at (a retry would default it anew).
+func (in *EventInput) Fingerprint(e *Event) string {
+	var b bytes.Buffer
+	occurred := ""
+	if in.OccurredAt != nil {
+		occurred = FormatTime(e.OccurredAt)
+	}
+	for _, s := range []string{occurred, e.ActorID, e.ActorType, e.Action, e.ResourceType, e.ResourceID,
+		e.Outcome, e.Severity, e.IPAddress, e.UserAgent, e.RequestID, e.Source, string(e.Metadata)} {
+		fmt.Fprintf(&b, "%d:%s;", len(s), s)
+	}
+	return sha256Hex(b.Bytes())
+}

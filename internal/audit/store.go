@@ -1,0 +1,107 @@
+package audit
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Scope is what one caller may see: one account and, when ActorID is not
+// empty, only the events whose actor_id equals it. Every read takes a scope
+// explicitly; the store enforces it (in PostgreSQL, by row-level security).
+type Scope struct {
+	AccountID string
+	ActorID   string
+}
+
+// AppendItem is one event handed to Store.Append and what became of it.
+type AppendItem struct {
+	// Event is the validated event. On success the store sets Seq, PrevHash
+	// and Hash; on a replay it is replaced by the event stored first.
+	Event *Event
+	// IdempotencyKey, when set, makes the append happen at most once per
+	// account and key. Fingerprint tells a retry from a reuse of the key.
+	IdempotencyKey string
+	Fingerprint    string
+
+	// Replayed is set when the key was used before by the same request: Event
+	// is then the original event and nothing new was stored.
+	Replayed bool
+	// Err is set for an item that was not stored while the others were (for
+	// example ECONFLICT: the key was used for another event).
+	Err error
+}
+
+// Stats summarises the events that match a filter.
+type Stats struct {
+	Total          int64            `json:"total"`
+	FirstEventAt   *string          `json:"first_event_at"`
+	LastEventAt    *string          `json:"last_event_at"`
+	DistinctActors int64            `json:"distinct_actors"`
+	ByAction       []ActionCount    `json:"by_action"`
+	ByActorType    map[string]int64 `json:"by_actor_type"`
+	ByOutcome      map[string]int64 `json:"by_outcome"`
+	BySeverity     map[string]int64 `json:"by_severity"`
+	Timeline       []Bucket         `json:"timeline"`
+}
+
+// TopActions is how many actions Stats.ByAction lists.
+const TopActions = 20
+
+// ActionCount is one row of Stats.ByAction.
+type ActionCount struct {
+	Action string `json:"action"`
+	Count  int64  `json:"count"`
+}
+
+// Bucket is one non-empty interval of Stats.Timeline.
+type Bucket struct {
+	Bucket string `json:"bucket"` // start of the interval, TimeFormat
+	Count  int64  `json:"count"`
+}
+
+// MigrationStatus is what /health reports of the schema.
+type MigrationStatus struct {
+	Applied  int `json:"applied"`
+	Expected int `json:"expected"`
+}
+
+// Store keeps events. Every method is one transaction. Errors are *Error
+// values where the caller can act on them: ENOTFOUND, EUNAVAILABLE when the
+// database does not answer; anything else is internal.
+type Store interface {
+	// Append stores the items' events in one transaction, each appended to
+	// its account's chain in slice order, and returns only after the
+	// commit. A non-nil error means nothing was stored. Items whose
+	// idempotency key was seen before are answered from the first event
+	// (Replayed, or Err ECONFLICT) without storing anything.
+	Append(ctx context.Context, items []*AppendItem) error
+
+	// Event returns the event with this id within scope, or ENOTFOUND.
+	Event(ctx context.Context, scope Scope, id uuid.UUID) (*Event, error)
+
+	// Events returns at most f.Limit+1 events within scope matching f, in the
+	// filter's order (occurred_at, then id), after f.After when set. The
+	// extra event tells the caller that another page exists.
+	Events(ctx context.Context, scope Scope, f Filter) ([]*Event, error)
+
+	// Stats summarises the events within scope matching f (paging fields
+	// are ignored).
+	Stats(ctx context.Context, scope Scope, f Filter, iv Interval) (*Stats, error)
+
+	// Migrations reports how many migrations are applied and expected. It
+	// is EUNAVAILABLE when the database does not answer.
+	Migrations(ctx context.Context) (MigrationStatus, error)
+
+	Close() error
+}
+
+// FormatTimePtr formats t for Stats, nil for the zero time.
+func FormatTimePtr(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := FormatTime(t)
+	return &s
+}

@@ -1,0 +1,152 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/google/uuid"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+)
+
+// handleCreateEvent records one event: decode, validate, hand to the
+// group-commit writer, answer after the commit. 201 for a new event, 200
+// with the original for a retry of an idempotency key.
+func (s *Server) handleCreateEvent(w http.ResponseWriter, r *http.Request) {
+	p := principal(r)
+	if !p.CanWrite {
+		s.writeError(w, r, audit.Errorf(audit.EFORBIDDEN, "only the plugin token may record events; a Hasura JWT reads"))
+		return
+	}
+	limitBody(w, r, MaxBodyBytes)
+	in, err := audit.DecodeEventInput(r.Body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	switch {
+	case key != "" && in.IdempotencyKey != "" && key != in.IdempotencyKey:
+		s.writeError(w, r, audit.Errorf(audit.EINVALID, "idempotency_key: differs from the Idempotency-Key header"))
+		return
+	case key == "":
+		key = in.IdempotencyKey
+	}
+	in.IdempotencyKey = key
+	e, err := in.Validate(p.AccountID, r.Header.Get("X-Source-Plugin"), s.now())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	item := &audit.AppendItem{Event: e, IdempotencyKey: key}
+	if key != "" {
+		item.Fingerprint = in.Fingerprint(e)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
+	defer cancel()
+	if err := s.writer.Write(ctx, item); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if item.Err != nil {
+		s.writeError(w, r, item.Err)
+		return
+	}
+	status := http.StatusCreated
+	if item.Replayed {
+		status = http.StatusOK
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	w.Header().Set("Location", "/api/v1/events/"+item.Event.ID.String())
+	writeJSON(w, status, item.Event)
+}
+
+// eventList is the body of the list routes.
+type eventList struct {
+	Events     []*audit.Event `json:"events"`
+	NextCursor *string        `json:"next_cursor"`
+}
+
+func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
+	s.listEvents(w, r, "")
+}
+
+// handleActorEvents lists one actor's events; the path names the actor, so
+// the actor_id query parameter is refused rather than silently combined.
+func (s *Server) handleActorEvents(w http.ResponseWriter, r *http.Request) {
+	actor := r.PathValue("actor_id")
+	if len(actor) > audit.MaxActorIDLen {
+		s.writeError(w, r, audit.Errorf(audit.EINVALID, "actor_id: longer than %d bytes", audit.MaxActorIDLen))
+		return
+	}
+	if r.URL.Query().Has("actor_id") {
+		s.writeError(w, r, audit.Errorf(audit.EINVALID, "actor_id: already given in the path"))
+		return
+	}
+	s.listEvents(w, r, actor)
+}
+
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, actor string) {
+	scope := scopeOf(principal(r))
+	f, rawCursor, err := audit.ParseListQuery(r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if actor != "" {
+		f.ActorID = actor
+	}
+	if rawCursor != "" {
+		if f.After, err = s.cursors.Decode(scope, f, rawCursor); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	evs, err := s.store.Events(r.Context(), scope, f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body := eventList{Events: evs}
+	if len(evs) > f.Limit {
+		body.Events = evs[:f.Limit]
+		next := s.cursors.Encode(scope, f, body.Events[f.Limit-1])
+		body.NextCursor = &next
+	}
+	if body.Events == nil {
+		body.Events = []*audit.Event{}
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) handleGetEvent(w http.ResponseWriter, r *http.Request) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil || len(r.PathValue("id")) != 36 {
+		s.writeError(w, r, audit.Errorf(audit.EINVALID, "id: not a UUID"))
+		return
+	}
+	if len(r.URL.Query()) > 0 {
+		s.writeError(w, r, audit.Errorf(audit.EINVALID, "this route takes no query parameters"))
+		return
+	}
+	e, err := s.store.Event(r.Context(), scopeOf(principal(r)), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, e)
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	f, iv, err := audit.ParseStatsQuery(r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	st, err := s.store.Stats(r.Context(), scopeOf(principal(r)), f, iv)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}

@@ -1,0 +1,136 @@
+// Package httpapi is the HTTP interface of nself-audit: routes on the
+// standard library's ServeMux, handlers that decode, validate, store and
+// respond, JSON errors, and the middleware chain.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+	"github.com/nself-org/nself-audit/internal/auth"
+)
+
+// Writer is the write path (ingest.Writer).
+type Writer interface {
+	Write(ctx context.Context, items ...*audit.AppendItem) error
+}
+
+// Server holds what the handlers need.
+type Server struct {
+	store   audit.Store
+	writer  Writer
+	auth    *auth.Authenticator
+	cursors *audit.CursorCodec
+	logger  *slog.Logger
+	version string
+	now     func() time.Time
+}
+
+// Config is what New needs. Every field is required but Logger and Now.
+type Config struct {
+	Store   audit.Store
+	Writer  Writer
+	Auth    *auth.Authenticator
+	Cursors *audit.CursorCodec
+	Logger  *slog.Logger
+	Version string
+	Now     func() time.Time
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	s := &Server{store: cfg.Store, writer: cfg.Writer, auth: cfg.Auth, cursors: cfg.Cursors,
+		logger: cfg.Logger, version: cfg.Version, now: cfg.Now}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+// Limits of the request side.
+const (
+	MaxBodyBytes = 1 << 20
+	writeTimeout = 30 * time.Second
+	readTimeout  = 15 * time.Second
+)
+
+// Handler returns the service's routes with their middleware: the one place
+// where both are listed.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.handleHealth)
+	mux.HandleFunc("GET /ready", s.handleReady)
+
+	api := func(h http.HandlerFunc) http.Handler { return s.authenticated(h) }
+	mux.Handle("POST /api/v1/events", api(s.handleCreateEvent))
+	mux.Handle("GET /api/v1/events", api(s.handleListEvents))
+	mux.Handle("GET /api/v1/events/{id}", api(s.handleGetEvent))
+	mux.Handle("GET /api/v1/actors/{actor_id}/events", api(s.handleActorEvents))
+	mux.Handle("GET /api/v1/stats", api(s.handleStats))
+
+	return withRequestID(s.withLogAndRecover(s.notFound(mux)))
+}
+
+// notFound answers unknown routes and wrong methods with JSON errors, after
+// authentication everywhere but the probes: without credentials, a caller
+// learns nothing about which routes exist.
+func (s *Server) notFound(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		answer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// Run the mux's own answer to learn its status and Allow header,
+			// then replace its plain-text body with a JSON error.
+			probe := &headerProbe{header: http.Header{}}
+			h.ServeHTTP(probe, r)
+			if allow := probe.header.Get("Allow"); allow != "" {
+				w.Header().Set("Allow", allow)
+			}
+			if probe.status == http.StatusMethodNotAllowed {
+				s.writeError(w, r, audit.Errorf(codeMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+				return
+			}
+			s.writeError(w, r, audit.Errorf(audit.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
+		})
+		if r.URL.Path == "/health" || r.URL.Path == "/ready" {
+			answer.ServeHTTP(w, r)
+			return
+		}
+		s.authenticated(answer).ServeHTTP(w, r)
+	})
+}
+
+// headerProbe is a ResponseWriter that keeps headers and status and drops
+// the body.
+type headerProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *headerProbe) Header() http.Header         { return p.header }
+func (p *headerProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *headerProbe) WriteHeader(code int)        { p.status = code }
+
+// NewHTTPServer returns an http.Server with the timeouts this service wants:
+// a slow client cannot hold a connection open by dribbling headers.
+func NewHTTPServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout + 15*time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}

@@ -1,0 +1,192 @@
+// Package ingest is the group-commit writer: requests that arrive while a
+// transaction is in flight wait together and go into the next one, so many
+// small requests cost one commit.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+)
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = audit.Errorf(audit.EUNAVAILABLE, "the service is shutting down; retry later")
+
+// Config tunes a Writer. Zero values take the defaults.
+type Config struct {
+	MaxBatch int // events per transaction; default 1000
+	Queue    int // requests waiting for a batch; default 8192
+	// Attempts is how often a batch that failed for a transient reason
+	// (deadlock, serialization) is tried; default 3.
+	Attempts int
+	Logger   *slog.Logger
+}
+
+// Writer batches appends. Run must be running for Write to make progress.
+type Writer struct {
+	store audit.Store
+	cfg   Config
+	reqs  chan *request
+
+	mu     sync.RWMutex // guards closed against sends racing Close
+	closed bool
+	done   chan struct{}
+}
+
+type request struct {
+	items  []*audit.AppendItem
+	result chan error // buffered: the writer never blocks on a gone waiter
+}
+
+// New returns a Writer over store. Start it with go w.Run().
+func New(store audit.Store, cfg Config) *Writer {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 1000
+	}
+	if cfg.Queue <= 0 {
+		cfg.Queue = 8192
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 3
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Writer{store: store, cfg: cfg, reqs: make(chan *request, cfg.Queue), done: make(chan struct{})}
+}
+
+// Write appends items (one request: they go into the same transaction) and
+// returns after they are committed, or with the error that kept them from
+// being stored. Per-item outcomes (replays, conflicts) are in the items. If
+// ctx ends first, Write returns ctx's error; the items may still be stored,
+// which a retry with the same idempotency key resolves.
+func (w *Writer) Write(ctx context.Context, items ...*audit.AppendItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	req := &request{items: items, result: make(chan error, 1)}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case w.reqs <- req:
+		w.mu.RUnlock()
+	case <-ctx.Done():
+		w.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.result:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// QueueDepth is the number of requests waiting for a batch.
+func (w *Writer) QueueDepth() int { return len(w.reqs) }
+
+// Run writes batches until Close, then commits what is still queued and
+// returns.
+func (w *Writer) Run() {
+	defer close(w.done)
+	var pending *request // taken from the queue but did not fit the last batch
+	for {
+		var batch []*request
+		if pending != nil {
+			batch, pending = append(batch, pending), nil
+		} else {
+			req, ok := <-w.reqs
+			if !ok {
+				return
+			}
+			batch = append(batch, req)
+		}
+		n := len(batch[0].items)
+	fill:
+		for n < w.cfg.MaxBatch {
+			select {
+			case req, ok := <-w.reqs:
+				if !ok {
+					break fill
+				}
+				if n+len(req.items) > w.cfg.MaxBatch {
+					pending = req
+					break fill
+				}
+				batch = append(batch, req)
+				n += len(req.items)
+			default:
+				break fill
+			}
+		}
+		w.commit(batch)
+	}
+}
+
+func (w *Writer) commit(batch []*request) {
+	var items []*audit.AppendItem
+	var events []*audit.Event
+	for _, r := range batch {
+		items = append(items, r.items...)
+		for _, it := range r.items {
+			events = append(events, it.Event)
+		}
+	}
+	var err error
+	for attempt := 1; attempt <= w.cfg.Attempts; attempt++ {
+		for i, it := range items { // undo what a failed attempt set
+			it.Event, it.Replayed, it.Err = events[i], false, nil
+		}
+		// Not the requests' contexts: a batch is shared, and one client
+		// leaving must not abort the others' commit.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = w.store.Append(ctx, items)
+		cancel()
+		if err == nil || !transient(err) {
+			break
+		}
+		w.cfg.Logger.Warn("batch append failed; retrying", "attempt", attempt, "events", len(items), "err", err)
+	}
+	if err != nil {
+		w.cfg.Logger.Error("batch append failed", "events", len(items), "err", err)
+	}
+	for _, r := range batch {
+		r.result <- err
+	}
+}
+
+// transient reports whether a retry of the same batch may succeed at once.
+func transient(err error) bool {
+	var te interface{ SQLState() string }
+	if errors.As(err, &te) {
+		switch te.SQLState() {
+		case "40001", "40P01": // serialization failure, deadlock
+			return true
+		}
+	}
+	return false
+}
+
+// Close stops accepting writes, waits until everything queued is committed,
+// and returns. ctx bounds the wait.
+func (w *Writer) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.reqs)
+	}
+	w.mu.Unlock()
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

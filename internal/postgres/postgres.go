@@ -1,0 +1,136 @@
+// Package postgres is the PostgreSQL Store of nself-audit. Every query runs
+// in a transaction under the NOLOGIN role nself_audit_app with the caller's
+// account set, so row-level security isolates accounts even when the
+// connection string names a superuser.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+)
+
+// AppRole is the role queries run under. The first migration creates it.
+const AppRole = "nself_audit_app"
+
+// Store implements audit.Store on a pgx pool.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ audit.Store = (*Store)(nil)
+
+// Open connects to the database named by url. It does not migrate; call
+// Migrate before serving. Pool size follows pool_max_conns in the URL
+// (default 10).
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if cfg.MaxConns < 10 && !hasParam(url, "pool_max_conns") {
+		cfg.MaxConns = 10
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "nself-audit"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+func hasParam(url, name string) bool {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return false
+	}
+	_, ok := cfg.RuntimeParams[name]
+	return ok
+}
+
+// Close closes the pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Pool returns the underlying pool, for tests and maintenance verbs.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// scopeSQL switches the transaction to the app role and sets the account and
+// actor that the row-level security policies read.
+const scopeSQL = `SELECT set_config('role', '` + AppRole + `', true),
+       set_config('app.source_account_id', $1, true),
+       set_config('app.actor_id', $2, true)`
+
+// inScope runs fn in one transaction scoped to scope.
+func (s *Store) inScope(ctx context.Context, scope audit.Scope, opts pgx.TxOptions, fn func(tx pgx.Tx) error) error {
+	tx, err := s.pool.BeginTx(ctx, opts)
+	if err != nil {
+		return classify(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, scopeSQL, scope.AccountID, scope.ActorID); err != nil {
+		return classify(err)
+	}
+	if err := fn(tx); err != nil {
+		return classify(err)
+	}
+	return classify(tx.Commit(ctx))
+}
+
+// classify turns driver errors into audit errors: anything that is not an
+// answer from the server (a refused or broken connection, a timeout while
+// connecting) and the server's own "going away" answers become
+// EUNAVAILABLE; other server errors stay internal.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var appErr *audit.Error
+	if errors.As(err, &appErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code[:2] == "08", // connection exception
+			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutdown, crash, starting up
+			pgErr.Code == "53300": // too many connections
+			return &unavailableError{err}
+		}
+		return err
+	}
+	return &unavailableError{err}
+}
+
+// unavailableError is EUNAVAILABLE for clients and keeps the cause for logs.
+type unavailableError struct{ cause error }
+
+func (e *unavailableError) Error() string { return "database unavailable: " + e.cause.Error() }
+func (e *unavailableError) Unwrap() []error {
+	return []error{audit.Errorf(audit.EUNAVAILABLE, "the database does not answer; retry later"), e.cause}
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return classify(s.pool.Ping(ctx))
+}
+
+// EnsurePartitions creates the monthly partitions of the current month and
+// the next monthsAhead months that do not exist yet, as the connecting user
+// (the table's owner). It returns how many it created.
+func (s *Store) EnsurePartitions(ctx context.Context, monthsAhead int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT np_nself_audit.ensure_partitions($1)`, monthsAhead).Scan(&n)
+	return n, classify(err)
+}

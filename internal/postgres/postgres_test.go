@@ -1,0 +1,411 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+	"github.com/nself-org/nself-audit/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// setup returns a migrated store on a fresh database and a superuser pool
+// on the same database, which bypasses the app role.
+func setup(t *testing.T) (*Store, *pgxpool.Pool) {
+	t.Helper()
+	url := pgtest.Default.NewDatabase(t)
+	ctx := context.Background()
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	su, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(su.Close)
+	return s, su
+}
+
+var testNow = time.Now()
+
+// newEvent returns a valid event of account for actor.
+func newEvent(t *testing.T, account, actor, action string) *audit.Event {
+	t.Helper()
+	in := &audit.EventInput{ActorID: actor, Action: action}
+	e, err := in.Validate(account, "test", testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func appendEvents(t *testing.T, s *Store, events ...*audit.Event) {
+	t.Helper()
+	items := make([]*audit.AppendItem, len(events))
+	for i, e := range events {
+		items[i] = &audit.AppendItem{Event: e}
+	}
+	if err := s.Append(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// chain reads an account's whole chain in seq order as the superuser and
+// verifies it; it returns the number of events.
+func chain(t *testing.T, s *Store, account string) int64 {
+	t.Helper()
+	var evs []*audit.Event
+	err := s.inScope(context.Background(), audit.Scope{AccountID: account}, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		var err error
+		evs, err = queryEvents(context.Background(), tx, `SELECT `+eventColumns+
+			` FROM np_nself_audit.np_audit_events WHERE source_account_id = $1 ORDER BY seq`, account)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := audit.NewChainVerifier()
+	for _, e := range evs {
+		if err := v.Check(e); err != nil {
+			t.Fatalf("account %s: %v", account, err)
+		}
+	}
+	return int64(len(evs))
+}
+
+func TestMigrateOnceAndLedger(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	again, err := s.Migrate(ctx)
+	if err != nil || len(again) != 0 {
+		t.Fatalf("second Migrate applied %v, %v; want nothing", again, err)
+	}
+	all, _ := Migrations()
+	st, err := s.Migrations(ctx)
+	if err != nil || st.Applied != len(all) || st.Expected != len(all) || len(all) == 0 {
+		t.Fatalf("Migrations() = %+v, %v; want %d of %d", st, err, len(all), len(all))
+	}
+	var sum string
+	if err := su.QueryRow(ctx, `SELECT checksum FROM np_nself_audit.schema_migrations WHERE filename = $1`, all[0].Filename).Scan(&sum); err != nil || sum != all[0].Checksum {
+		t.Fatalf("ledger checksum %q, %v; want %q", sum, err, all[0].Checksum)
+	}
+
+	// An applied file that changed is an error, not a silent skip.
+	if _, err := su.Exec(ctx, `UPDATE np_nself_audit.schema_migrations SET checksum = 'x' WHERE filename = $1`, all[0].Filename); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Migrate(ctx); err == nil || !strings.Contains(err.Error(), "changed after it was applied") {
+		t.Fatalf("Migrate with a changed file: %v", err)
+	}
+	if st, _ := s.Migrations(ctx); st.Applied != len(all)-1 {
+		t.Fatalf("a changed file still counts as applied: %+v", st)
+	}
+}
+
+// TestDoctorChecks runs the queries nself doctor runs (SEC-HARDENING-01 and
+// -07) and checks what least privilege means for the app role.
+func TestDoctorChecks(t *testing.T) {
+	t.Parallel()
+	_, su := setup(t)
+	ctx := context.Background()
+
+	rows, err := su.Query(ctx, `SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'r' AND c.relname LIKE 'np\_%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := map[string]bool{}
+	for rows.Next() {
+		var name string
+		var enabled, forced bool
+		if err := rows.Scan(&name, &enabled, &forced); err != nil {
+			t.Fatal(err)
+		}
+		tables[name] = true
+		if !enabled || !forced {
+			t.Errorf("%s: row security enabled=%v forced=%v; want both", name, enabled, forced)
+		}
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	month := time.Now().UTC().Format("200601")
+	for _, want := range []string{"np_audit_chain_heads", "np_audit_idempotency", "np_audit_events_default", "np_audit_events_p" + month} {
+		if !tables["np_nself_audit."+want] {
+			t.Errorf("table %s missing; have %v", want, tables)
+		}
+	}
+
+	var n int
+	if err := su.QueryRow(ctx, `SELECT count(*) FROM information_schema.triggers
+		WHERE event_object_table = 'np_audit_events' AND trigger_name = 'trg_audit_immutable'`).Scan(&n); err != nil || n == 0 {
+		t.Fatalf("trg_audit_immutable on np_audit_events: %d rows, %v", n, err)
+	}
+
+	for _, c := range []struct {
+		table, priv string
+		want        bool
+	}{
+		{"np_audit_events", "INSERT", true},
+		{"np_audit_events", "SELECT", true},
+		{"np_audit_events", "UPDATE", false},
+		{"np_audit_events", "DELETE", false},
+		{"np_audit_events", "TRUNCATE", false},
+		{"np_audit_idempotency", "UPDATE", false},
+		{"np_audit_idempotency", "DELETE", false},
+		{"np_audit_chain_heads", "DELETE", false},
+		{"np_audit_events_default", "SELECT", false},
+	} {
+		var has bool
+		if err := su.QueryRow(ctx, `SELECT has_table_privilege($1, 'np_nself_audit.'||$2, $3)`, AppRole, c.table, c.priv).Scan(&has); err != nil {
+			t.Fatal(err)
+		}
+		if has != c.want {
+			t.Errorf("%s %s on %s = %v, want %v", AppRole, c.priv, c.table, has, c.want)
+		}
+	}
+	var super, login bool
+	if err := su.QueryRow(ctx, `SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = $1`, AppRole).Scan(&super, &login); err != nil || super || login {
+		t.Fatalf("%s: super=%v login=%v err=%v; want a NOLOGIN non-superuser", AppRole, super, login, err)
+	}
+}
+
+// TestAppendOnlyForSuperuser: UPDATE, DELETE and TRUNCATE fail even for the
+// superuser, on the table and on a partition directly.
+func TestAppendOnlyForSuperuser(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	item := &audit.AppendItem{Event: newEvent(t, "primary", "u1", "doc.read"), IdempotencyKey: "k", Fingerprint: "f"}
+	if err := s.Append(ctx, []*audit.AppendItem{item}); err != nil {
+		t.Fatal(err)
+	}
+	partition := "np_nself_audit.np_audit_events_p" + time.Now().UTC().Format("200601")
+	for _, sql := range []string{
+		`UPDATE np_nself_audit.np_audit_events SET action = 'doc.write'`,
+		`DELETE FROM np_nself_audit.np_audit_events`,
+		`TRUNCATE np_nself_audit.np_audit_events`,
+		`UPDATE ` + partition + ` SET action = 'doc.write'`,
+		`DELETE FROM ` + partition,
+		`TRUNCATE ` + partition,
+		`TRUNCATE np_nself_audit.np_audit_events_default`,
+		`DELETE FROM np_nself_audit.np_audit_idempotency`,
+		`TRUNCATE np_nself_audit.np_audit_idempotency`,
+	} {
+		_, err := su.Exec(ctx, sql)
+		if err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Errorf("%s: error %v; want append-only refusal", sql, err)
+		}
+	}
+	var n int
+	if err := su.QueryRow(ctx, `SELECT count(*) FROM np_nself_audit.np_audit_events WHERE action = 'doc.read'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("event count after refused changes: %d, %v", n, err)
+	}
+}
+
+// TestIsolationUnderSuperuser: the connection is the superuser, yet every
+// store query sees only its scope, because the policies run under the app
+// role.
+func TestIsolationUnderSuperuser(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	a1, a2 := newEvent(t, "acme", "alice", "doc.read"), newEvent(t, "acme", "bob", "doc.read")
+	b1 := newEvent(t, "globex", "alice", "doc.read")
+	appendEvents(t, s, a1, a2, b1)
+
+	evs, err := s.Events(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{Limit: 10})
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("acme sees %d events, %v; want 2", len(evs), err)
+	}
+	for _, e := range evs {
+		if e.SourceAccountID != "acme" {
+			t.Errorf("acme sees %s's event", e.SourceAccountID)
+		}
+	}
+	if _, err := s.Event(ctx, audit.Scope{AccountID: "acme"}, b1.ID); audit.ErrorCode(err) != audit.ENOTFOUND {
+		t.Fatalf("acme reads globex's event by id: %v", err)
+	}
+	evs, _ = s.Events(ctx, audit.Scope{AccountID: "acme", ActorID: "alice"}, audit.Filter{Limit: 10})
+	if len(evs) != 1 || evs[0].ID != a1.ID {
+		t.Fatalf("actor-scoped read: %d events", len(evs))
+	}
+	st, err := s.Stats(ctx, audit.Scope{AccountID: "globex"}, audit.Filter{}, audit.Day)
+	if err != nil || st.Total != 1 {
+		t.Fatalf("globex stats total %v, %v; want 1", st, err)
+	}
+
+	// The database itself enforces it: as the app role, a query without any
+	// WHERE clause sees only the account set for the transaction, nothing
+	// when none is set, and cannot write into another account.
+	count := func(account, actor string) int {
+		tx, err := su.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, scopeSQL, account, actor); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM np_nself_audit.np_audit_events`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count("acme", ""); n != 2 {
+		t.Errorf("acme under RLS sees %d rows, want 2", n)
+	}
+	if n := count("acme", "bob"); n != 1 {
+		t.Errorf("acme/bob under RLS sees %d rows, want 1", n)
+	}
+	if n := count("", ""); n != 0 {
+		t.Errorf("no account under RLS sees %d rows, want 0", n)
+	}
+	tx, err := su.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, scopeSQL, "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at, recorded_at,
+		actor_type, action, outcome, severity, prev_hash, hash) VALUES (gen_random_uuid(), 'globex', 99, now(), now(),
+		'user', 'x.y', 'success', 'info', repeat('0', 64), repeat('0', 64))`)
+	if err == nil || !strings.Contains(err.Error(), "row-level security") {
+		t.Fatalf("insert into another account: %v; want a row-level security violation", err)
+	}
+}
+
+// TestConcurrentWritersOneChain: two stores (two pools, as two processes
+// would have) append concurrently to the same accounts; every chain stays
+// gap-free and verifies.
+func TestConcurrentWritersOneChain(t *testing.T) {
+	t.Parallel()
+	s1, _ := setup(t)
+	ctx := context.Background()
+	s2, err := Open(ctx, s1.pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+
+	const writers, batches, perBatch = 8, 10, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*batches)
+	for w := 0; w < writers; w++ {
+		store := s1
+		if w%2 == 1 {
+			store = s2
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := 0; b < batches; b++ {
+				var items []*audit.AppendItem
+				for i := 0; i < perBatch; i++ {
+					account := []string{"acme", "globex"}[(b+i)%2]
+					items = append(items, &audit.AppendItem{Event: newEvent(t, account, fmt.Sprintf("w%d", w), "doc.write")})
+				}
+				errs <- store.Append(ctx, items)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := chain(t, s1, "acme") + chain(t, s1, "globex")
+	if total != writers*batches*perBatch {
+		t.Fatalf("%d events in the chains, want %d", total, writers*batches*perBatch)
+	}
+}
+
+func TestIdempotency(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	ctx := context.Background()
+	first := &audit.AppendItem{Event: newEvent(t, "acme", "u1", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f1"}
+	if err := s.Append(ctx, []*audit.AppendItem{first}); err != nil || first.Replayed || first.Err != nil {
+		t.Fatalf("first append: %v %+v", err, first)
+	}
+
+	retry := &audit.AppendItem{Event: newEvent(t, "acme", "u1", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f1"}
+	reuse := &audit.AppendItem{Event: newEvent(t, "acme", "u1", "doc.delete"), IdempotencyKey: "k1", Fingerprint: "f2"}
+	otherAccount := &audit.AppendItem{Event: newEvent(t, "globex", "u1", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f1"}
+	inBatchA := &audit.AppendItem{Event: newEvent(t, "acme", "u2", "doc.read"), IdempotencyKey: "k2", Fingerprint: "f3"}
+	inBatchB := &audit.AppendItem{Event: newEvent(t, "acme", "u2", "doc.read"), IdempotencyKey: "k2", Fingerprint: "f3"}
+	if err := s.Append(ctx, []*audit.AppendItem{retry, reuse, otherAccount, inBatchA, inBatchB}); err != nil {
+		t.Fatal(err)
+	}
+	if !retry.Replayed || retry.Event.ID != first.Event.ID || retry.Event.Hash != first.Event.Hash {
+		t.Errorf("retry: replayed=%v id %s, want the first event %s", retry.Replayed, retry.Event.ID, first.Event.ID)
+	}
+	if audit.ErrorCode(reuse.Err) != audit.ECONFLICT {
+		t.Errorf("key reused for another event: %v, want ECONFLICT", reuse.Err)
+	}
+	if otherAccount.Replayed || otherAccount.Err != nil || otherAccount.Event.Seq != 1 {
+		t.Errorf("the same key in another account must be independent: %+v", otherAccount)
+	}
+	if inBatchA.Replayed || !inBatchB.Replayed || inBatchB.Event.ID != inBatchA.Event.ID {
+		t.Errorf("duplicate key within a batch: A replayed=%v B replayed=%v", inBatchA.Replayed, inBatchB.Replayed)
+	}
+	if n := chain(t, s, "acme"); n != 2 {
+		t.Fatalf("acme has %d events, want 2 (k1 once, k2 once)", n)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	s, err := Open(context.Background(), "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Events(context.Background(), audit.Scope{AccountID: "primary"}, audit.Filter{Limit: 1})
+	if audit.ErrorCode(err) != audit.EUNAVAILABLE {
+		t.Fatalf("unreachable database: %v (code %s), want EUNAVAILABLE", err, audit.ErrorCode(err))
+	}
+	if _, err := s.Migrations(context.Background()); audit.ErrorCode(err) != audit.EUNAVAILABLE {
+		t.Fatalf("Migrations on an unreachable database: %v", err)
+	}
+}
+
+func TestEnsurePartitionsIdempotent(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	n, err := s.EnsurePartitions(context.Background(), 2)
+	if err != nil || n != 0 {
+		t.Fatalf("EnsurePartitions after migrate created %d, %v; want 0", n, err)
+	}
+	n, err = s.EnsurePartitions(context.Background(), 3)
+	if err != nil || n != 1 {
+		t.Fatalf("one more month ahead created %d, %v; want 1", n, err)
+	}
+	// An old event lands in the default partition and reads back.
+	e := newEvent(t, "primary", "u1", "old.event")
+	e.OccurredAt = time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	appendEvents(t, s, e)
+	if got, err := s.Event(context.Background(), audit.Scope{AccountID: "primary"}, e.ID); err != nil || !got.OccurredAt.Equal(e.OccurredAt) {
+		t.Fatalf("old event: %v, %v", got, err)
+	}
+}

@@ -1,0 +1,233 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+)
+
+const eventColumns = `id, source_account_id, seq, occurred_at, recorded_at, actor_id, actor_type, action,
+	resource_type, resource_id, outcome, severity, ip_address, user_agent, request_id, source,
+	metadata::text, prev_hash, hash`
+
+func queryEvents(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]*audit.Event, error) {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*audit.Event
+	for rows.Next() {
+		var e audit.Event
+		var meta string
+		if err := rows.Scan(&e.ID, &e.SourceAccountID, &e.Seq, &e.OccurredAt, &e.RecordedAt, &e.ActorID,
+			&e.ActorType, &e.Action, &e.ResourceType, &e.ResourceID, &e.Outcome, &e.Severity, &e.IPAddress,
+			&e.UserAgent, &e.RequestID, &e.Source, &meta, &e.PrevHash, &e.Hash); err != nil {
+			return nil, err
+		}
+		e.OccurredAt, e.RecordedAt = e.OccurredAt.UTC(), e.RecordedAt.UTC()
+		// jsonb reorders members and adds spaces; the canonical form is what
+		// was hashed, and canonicalizing jsonb's text gives it back.
+		c, err := audit.Canonicalize([]byte(meta))
+		if err != nil {
+			return nil, fmt.Errorf("event %s: stored metadata: %w", e.ID, err)
+		}
+		e.Metadata = c
+		out = append(out, &e)
+	}
+	return out, rows.Err()
+}
+
+// Event returns one event within scope.
+func (s *Store) Event(ctx context.Context, scope audit.Scope, id uuid.UUID) (*audit.Event, error) {
+	var evs []*audit.Event
+	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		evs, err = queryEvents(ctx, tx, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
+			WHERE source_account_id = $1 AND id = $2`, scope.AccountID, id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, audit.Errorf(audit.ENOTFOUND, "event %s not found", id)
+	}
+	return evs[0], nil
+}
+
+// where builds the WHERE clause of a filter within scope from an allow-list
+// of columns; values only ever travel as arguments.
+type where struct {
+	conds []string
+	args  []any
+}
+
+func (w *where) add(cond string, v any) {
+	w.args = append(w.args, v)
+	w.conds = append(w.conds, strings.ReplaceAll(cond, "?", fmt.Sprintf("$%d", len(w.args))))
+}
+
+func (w *where) eq(column, v string) {
+	if v != "" {
+		w.add(column+" = ?", v)
+	}
+}
+
+func (w *where) String() string { return strings.Join(w.conds, " AND ") }
+
+func filterWhere(scope audit.Scope, f audit.Filter) *where {
+	w := &where{}
+	w.add("source_account_id = ?", scope.AccountID)
+	w.eq("actor_id", scope.ActorID)
+	w.eq("actor_id", f.ActorID)
+	w.eq("actor_type", f.ActorType)
+	w.eq("action", f.Action)
+	if f.ActionPrefix != "" {
+		// "user." ≤ action < "user/": the prefix range under the C collation.
+		w.add("action >= ?", f.ActionPrefix)
+		w.add("action < ?", f.ActionPrefix[:len(f.ActionPrefix)-1]+"/")
+	}
+	w.eq("resource_type", f.ResourceType)
+	w.eq("resource_id", f.ResourceID)
+	w.eq("outcome", f.Outcome)
+	w.eq("severity", f.Severity)
+	w.eq("source", f.Source)
+	if !f.Since.IsZero() {
+		w.add("occurred_at >= ?", f.Since)
+	}
+	if !f.Until.IsZero() {
+		w.add("occurred_at < ?", f.Until)
+	}
+	return w
+}
+
+// Events returns one page (plus one event) of the filter's events.
+func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) ([]*audit.Event, error) {
+	w := filterWhere(scope, f)
+	order, cmp := "DESC", "<"
+	if f.Asc {
+		order, cmp = "ASC", ">"
+	}
+	if f.After != nil {
+		w.args = append(w.args, f.After.OccurredAt, f.After.ID)
+		w.conds = append(w.conds, fmt.Sprintf("(occurred_at, id) %s ($%d, $%d)", cmp, len(w.args)-1, len(w.args)))
+	}
+	limit := f.Limit
+	if limit <= 0 || limit > audit.MaxLimit {
+		limit = audit.DefaultLimit
+	}
+	sql := fmt.Sprintf(`SELECT %s FROM np_nself_audit.np_audit_events WHERE %s
+		ORDER BY occurred_at %s, id %s LIMIT %d`, eventColumns, w, order, order, limit+1)
+	var evs []*audit.Event
+	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		evs, err = queryEvents(ctx, tx, sql, w.args...)
+		return err
+	})
+	return evs, err
+}
+
+// Stats summarises the filter's events. The queries run in one
+// repeatable-read transaction, so the figures agree with each other.
+func (s *Store) Stats(ctx context.Context, scope audit.Scope, f audit.Filter, iv audit.Interval) (*audit.Stats, error) {
+	w := filterWhere(scope, f)
+	from := "FROM np_nself_audit.np_audit_events WHERE " + w.String()
+	trunc := "day"
+	if iv == audit.Hour {
+		trunc = "hour"
+	}
+	st := &audit.Stats{
+		ByAction:    []audit.ActionCount{},
+		ByActorType: map[string]int64{},
+		ByOutcome:   map[string]int64{},
+		BySeverity:  map[string]int64{},
+		Timeline:    []audit.Bucket{},
+	}
+	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		var first, last *time.Time
+		if err := tx.QueryRow(ctx, `SELECT count(*), min(occurred_at), max(occurred_at),
+			count(DISTINCT actor_id) FILTER (WHERE actor_id <> '') `+from, w.args...).
+			Scan(&st.Total, &first, &last, &st.DistinctActors); err != nil {
+			return err
+		}
+		if first != nil {
+			st.FirstEventAt, st.LastEventAt = audit.FormatTimePtr(*first), audit.FormatTimePtr(*last)
+		}
+		if err := scanPairs(ctx, tx, fmt.Sprintf(`SELECT action, count(*) %s GROUP BY action
+			ORDER BY count(*) DESC, action LIMIT %d`, from, audit.TopActions), w.args, func(k string, n int64) {
+			st.ByAction = append(st.ByAction, audit.ActionCount{Action: k, Count: n})
+		}); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT grouping(actor_type, outcome, severity), coalesce(actor_type, outcome, severity), count(*) `+
+			from+` GROUP BY GROUPING SETS ((actor_type), (outcome), (severity))`, w.args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var g int
+			var k string
+			var n int64
+			if err := rows.Scan(&g, &k, &n); err != nil {
+				return err
+			}
+			// grouping() sets a bit for each column not grouped: 0b011 means
+			// the row is grouped by actor_type, and so on.
+			switch g {
+			case 0b011:
+				st.ByActorType[k] = n
+			case 0b101:
+				st.ByOutcome[k] = n
+			case 0b110:
+				st.BySeverity[k] = n
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		trows, err := tx.Query(ctx, fmt.Sprintf(`SELECT date_trunc('%s', occurred_at AT TIME ZONE 'UTC') AS b, count(*) %s
+			GROUP BY b ORDER BY b`, trunc, from), w.args...)
+		if err != nil {
+			return err
+		}
+		defer trows.Close()
+		for trows.Next() {
+			var b time.Time
+			var n int64
+			if err := trows.Scan(&b, &n); err != nil {
+				return err
+			}
+			st.Timeline = append(st.Timeline, audit.Bucket{Bucket: audit.FormatTime(b), Count: n})
+		}
+		return trows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func scanPairs(ctx context.Context, tx pgx.Tx, sql string, args []any, fn func(string, int64)) error {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var n int64
+		if err := rows.Scan(&k, &n); err != nil {
+			return err
+		}
+		fn(k, n)
+	}
+	return rows.Err()
+}
