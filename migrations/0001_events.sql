@@ -102,8 +102,9 @@ CREATE POLICY np_audit_events_account ON np_nself_audit.np_audit_events
 
 GRANT SELECT, INSERT ON np_nself_audit.np_audit_events TO nself_audit_app;
 
--- The head of each account's chain: the row the writer locks (FOR UPDATE) so
--- that concurrent writers, in one process or many, append one after another.
+-- The head of each account's chain: the row the writer locks (with an upsert,
+-- which also creates it) so that concurrent writers, in one process or many,
+-- append one after another.
 CREATE TABLE np_nself_audit.np_audit_chain_heads (
     source_account_id text        COLLATE "C" NOT NULL DEFAULT 'primary' PRIMARY KEY,
     seq               bigint      NOT NULL,

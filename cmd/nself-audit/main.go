@@ -85,6 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 1
 	}
 	logger := newLogger(cfg, stderr)
+	slog.SetDefault(logger)
 	if verb == "migrate" {
 		return migrateOnly(ctx, cfg, logger, stdout)
 	}
@@ -166,6 +167,12 @@ func (m *Main) Run(ctx context.Context) error {
 		store.Close()
 		return err
 	}
+	// The current month's partition must exist before the first write, or
+	// its events would land in the default partition and block creating it.
+	if _, err := store.EnsurePartitions(ctx, partitionsAhead); err != nil {
+		store.Close()
+		return fmt.Errorf("create partitions: %w", err)
+	}
 	bg, stop := context.WithCancel(context.Background())
 	m.stopBG, m.bgDone = stop, make(chan struct{})
 	go m.maintainPartitions(bg)
@@ -222,23 +229,25 @@ func (m *Main) migrate(ctx context.Context) error {
 	}
 }
 
-// maintainPartitions keeps monthly partitions created ahead: at boot and
-// every hour, for the current month and the next two.
+// partitionsAhead is how many months past the current one have partitions.
+const partitionsAhead = 2
+
+// maintainPartitions keeps monthly partitions created ahead, every hour.
 func (m *Main) maintainPartitions(ctx context.Context) {
 	defer close(m.bgDone)
 	for {
-		if n, err := m.store.EnsurePartitions(ctx, 2); err != nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+		if n, err := m.store.EnsurePartitions(ctx, partitionsAhead); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			m.logger.Error("create partitions", "err", err)
 		} else if n > 0 {
 			m.logger.Info("partitions created", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Hour):
 		}
 	}
 }

@@ -113,7 +113,7 @@ func parseQuery(q url.Values, extra map[string]bool) (Filter, error) {
 		if len(q[k]) > 1 {
 			return Filter{}, Errorf(EINVALID, "%s: given more than once", k)
 		}
-		if err := checkText(k, q.Get(k), 1024); err != nil {
+		if err := CheckText(k, q.Get(k), 1024); err != nil {
 			return Filter{}, err
 		}
 	}

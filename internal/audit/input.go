@@ -150,7 +150,7 @@ func (in *EventInput) Validate(account, source string, now time.Time) (*Event, e
 		{"idempotency_key", in.IdempotencyKey, MaxIdempotencyLen},
 	}
 	for _, f := range texts {
-		if err := checkText(f.name, f.value, f.max); err != nil {
+		if err := CheckText(f.name, f.value, f.max); err != nil {
 			return nil, err
 		}
 	}
@@ -214,7 +214,9 @@ func orDefault(s, def string) string {
 	return s
 }
 
-func checkText(name, v string, max int) error {
+// CheckText checks a text value named name: at most max bytes, valid
+// UTF-8, no NUL byte (PostgreSQL text cannot hold one).
+func CheckText(name, v string, max int) error {
 	switch {
 	case len(v) > max:
 		return Errorf(EINVALID, "%s: longer than %d bytes", name, max)

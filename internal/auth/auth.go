@@ -107,7 +107,7 @@ func (a *Authenticator) isSecret(s string) bool {
 // plugin token is trusted to act for any account, so the account comes from
 // the request headers.
 func pluginPrincipal(r *http.Request) (*Principal, error) {
-	account := audit.DefaultAccount
+	account := ""
 	for _, h := range []string{headerAccount, headerHasuraAccount} {
 		vs, ok := r.Header[h]
 		if !ok {
@@ -119,8 +119,13 @@ func pluginPrincipal(r *http.Request) (*Principal, error) {
 		if len(vs) != 1 || !audit.ValidAccountID(vs[0]) {
 			return nil, audit.Errorf(audit.EINVALID, "invalid %s header: want 1-128 characters of A-Z a-z 0-9 _ . : @ -", h)
 		}
+		if account != "" && account != vs[0] {
+			return nil, audit.Errorf(audit.EINVALID, "%s and %s name different accounts", headerAccount, headerHasuraAccount)
+		}
 		account = vs[0]
-		break
+	}
+	if account == "" {
+		account = audit.DefaultAccount
 	}
 	return &Principal{
 		Kind:      "plugin",

@@ -75,8 +75,8 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 // the actor_id query parameter is refused rather than silently combined.
 func (s *Server) handleActorEvents(w http.ResponseWriter, r *http.Request) {
 	actor := r.PathValue("actor_id")
-	if len(actor) > audit.MaxActorIDLen {
-		s.writeError(w, r, audit.Errorf(audit.EINVALID, "actor_id: longer than %d bytes", audit.MaxActorIDLen))
+	if err := audit.CheckText("actor_id", actor, audit.MaxActorIDLen); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if r.URL.Query().Has("actor_id") {
@@ -102,7 +102,9 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, actor string
 			return
 		}
 	}
-	evs, err := s.store.Events(r.Context(), scope, f)
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	evs, err := s.store.Events(ctx, scope, f)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -129,7 +131,9 @@ func (s *Server) handleGetEvent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, audit.Errorf(audit.EINVALID, "this route takes no query parameters"))
 		return
 	}
-	e, err := s.store.Event(r.Context(), scopeOf(principal(r)), id)
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	e, err := s.store.Event(ctx, scopeOf(principal(r)), id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -143,7 +147,9 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	st, err := s.store.Stats(r.Context(), scopeOf(principal(r)), f, iv)
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	st, err := s.store.Stats(ctx, scopeOf(principal(r)), f, iv)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

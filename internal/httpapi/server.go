@@ -56,8 +56,8 @@ func New(cfg Config) *Server {
 // Limits of the request side.
 const (
 	MaxBodyBytes = 1 << 20
-	writeTimeout = 30 * time.Second
-	readTimeout  = 15 * time.Second
+	writeTimeout = 30 * time.Second // waiting for a commit
+	readTimeout  = 30 * time.Second // one query of a read route
 )
 
 // Handler returns the service's routes with their middleware: the one place
@@ -84,7 +84,7 @@ func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
-			h.ServeHTTP(w, r)
+			mux.ServeHTTP(w, r) // the mux sets the path values
 			return
 		}
 		answer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -127,7 +127,7 @@ func NewHTTPServer(addr string, h http.Handler, logger *slog.Logger) *http.Serve
 		Addr:              addr,
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       readTimeout,
+		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      writeTimeout + 15*time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,

@@ -15,6 +15,9 @@ import (
 // whose idempotency key was seen, link and insert the rest with one
 // statement, record their keys, move the head.
 func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
+	if len(items) == 0 {
+		return nil
+	}
 	byAccount := map[string][]*audit.AppendItem{}
 	for _, it := range items {
 		a := it.Event.SourceAccountID

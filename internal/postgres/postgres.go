@@ -98,12 +98,17 @@ func classify(err error) error {
 	if errors.As(err, &appErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) { // whatever the server said while connecting
+		return &unavailableError{err}
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
 		case pgErr.Code[:2] == "08", // connection exception
 			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutdown, crash, starting up
-			pgErr.Code == "53300": // too many connections
+			pgErr.Code == "53300", // too many connections
+			pgErr.Severity == "FATAL" || pgErr.Severity == "PANIC": // the session is gone
 			return &unavailableError{err}
 		}
 		return err
