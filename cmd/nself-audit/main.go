@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/nself-org/nself-audit/internal/httpapi"
 	"github.com/nself-org/nself-audit/internal/ingest"
 	"github.com/nself-org/nself-audit/internal/postgres"
+	"github.com/nself-org/nself-audit/internal/sqlite"
 )
 
 // version is set at build time with -ldflags "-X main.version=1.2.3".
@@ -46,8 +48,10 @@ Usage:
   nself-audit migrate    apply the database migrations and exit
   nself-audit version    print the version
 
-Environment: DATABASE_URL, PORT (3843), HOST (127.0.0.1), PLUGIN_INTERNAL_SECRET
-(or PLUGIN_SECRET), HASURA_GRAPHQL_JWT_SECRET, LOG_LEVEL, LOG_FORMAT.
+Environment: DATABASE_URL (PostgreSQL; unset or sqlite:PATH for the embedded
+store), NSELF_AUDIT_DATA_DIR (./data), PORT (3843), HOST (127.0.0.1),
+PLUGIN_INTERNAL_SECRET (or PLUGIN_SECRET), HASURA_GRAPHQL_JWT_SECRET,
+LOG_LEVEL, LOG_FORMAT.
 See README.md and docs/.
 `
 
@@ -86,6 +90,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger := newLogger(cfg, stderr)
 	slog.SetDefault(logger)
+	if cfg.Embedded() {
+		logger.Info("nself-audit starting", "store", "sqlite", "file", absPath(cfg.SQLitePath))
+	} else {
+		logger.Info("nself-audit starting", "store", "postgres")
+	}
+	secretFromFile := false
+	if cfg.Embedded() {
+		if secretFromFile, err = cfg.prepareEmbedded(); err != nil {
+			logger.Error("start failed", "err", err)
+			return 1
+		}
+	}
 	if verb == "migrate" {
 		return migrateOnly(ctx, cfg, logger, stdout)
 	}
@@ -93,6 +109,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := m.Run(ctx); err != nil {
 		logger.Error("start failed", "err", err)
 		return 1
+	}
+	if secretFromFile {
+		// The token is referenced, not printed: logs never hold secrets.
+		host := cfg.Host
+		if host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		fmt.Fprintf(stderr, "\nThe plugin token is in %s. Try:\n  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/api/v1/events\n\n",
+			filepath.Join(cfg.DataDir, secretFile), filepath.Join(cfg.DataDir, secretFile), net.JoinHostPort(host, portOf(m.Addr())))
 	}
 	<-ctx.Done()
 	logger.Info("shutting down")
@@ -111,18 +136,44 @@ func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+// migrateOnly applies the migrations and exits. The embedded store applies
+// its schema when it opens, so there it only reports.
 func migrateOnly(ctx context.Context, cfg *Config, logger *slog.Logger, stdout io.Writer) int {
-	store, err := postgres.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		logger.Error("migrate", "err", err)
-		return 1
+	var store audit.Store
+	var applied []string
+	if cfg.Embedded() {
+		s, err := sqlite.Open(ctx, cfg.SQLitePath)
+		if err != nil {
+			logger.Error("migrate", "err", err)
+			return 1
+		}
+		store = s
+	} else {
+		s, err := postgres.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			logger.Error("migrate", "err", err)
+			return 1
+		}
+		store = s
+		if applied, err = s.Migrate(ctx); err != nil {
+			s.Close()
+			logger.Error("migrate", "err", err)
+			return 1
+		}
 	}
 	defer store.Close()
-	applied, err := store.Migrate(ctx)
-	if err != nil {
-		logger.Error("migrate", "err", err)
-		return 1
-	}
 	st, err := store.Migrations(ctx)
 	if err != nil {
 		logger.Error("migrate", "err", err)
@@ -138,7 +189,8 @@ type Main struct {
 	cfg    *Config
 	logger *slog.Logger
 
-	store    *postgres.Store
+	store    audit.Store
+	pg       *postgres.Store // nil on the embedded store
 	writer   *ingest.Writer
 	server   *http.Server
 	listener net.Listener
@@ -158,25 +210,16 @@ const startupTimeout = 60 * time.Second
 // Run connects, migrates, starts the writer and the HTTP server, and
 // returns once the server is listening.
 func (m *Main) Run(ctx context.Context) error {
-	store, err := postgres.Open(ctx, m.cfg.DatabaseURL)
-	if err != nil {
+	if m.cfg.Embedded() {
+		store, err := sqlite.Open(ctx, m.cfg.SQLitePath)
+		if err != nil {
+			return err
+		}
+		m.store = store
+	} else if err := m.openPostgres(ctx); err != nil {
 		return err
 	}
-	m.store = store
-	if err := m.migrate(ctx); err != nil {
-		store.Close()
-		return err
-	}
-	// The current month's partition must exist before the first write, or
-	// its events would land in the default partition and block creating it.
-	if _, err := store.EnsurePartitions(ctx, partitionsAhead); err != nil {
-		store.Close()
-		return fmt.Errorf("create partitions: %w", err)
-	}
-	bg, stop := context.WithCancel(context.Background())
-	m.stopBG, m.bgDone = stop, make(chan struct{})
-	go m.maintainPartitions(bg)
-
+	store := m.store
 	m.writer = ingest.New(store, ingest.Config{Logger: m.logger})
 	go m.writer.Run()
 
@@ -200,8 +243,31 @@ func (m *Main) Run(ctx context.Context) error {
 			m.logger.Error("serve", "err", err)
 		}
 	}()
-	m.logger.Info("nself-audit listening", "addr", ln.Addr().String(), "store", "postgres", "version", Version(),
-		"jwt", m.cfg.JWT != nil)
+	m.logger.Info("nself-audit listening", "addr", ln.Addr().String(), "version", Version(), "jwt", m.cfg.JWT != nil)
+	return nil
+}
+
+// openPostgres connects, migrates, creates the partitions the first writes
+// need, and starts partition upkeep.
+func (m *Main) openPostgres(ctx context.Context) error {
+	pg, err := postgres.Open(ctx, m.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	m.pg, m.store = pg, pg
+	if err := m.migrate(ctx); err != nil {
+		pg.Close()
+		return err
+	}
+	// The current month's partition must exist before the first write, or
+	// its events would land in the default partition and block creating it.
+	if _, err := pg.EnsurePartitions(ctx, partitionsAhead); err != nil {
+		pg.Close()
+		return fmt.Errorf("create partitions: %w", err)
+	}
+	bg, stop := context.WithCancel(context.Background())
+	m.stopBG, m.bgDone = stop, make(chan struct{})
+	go m.maintainPartitions(bg)
 	return nil
 }
 
@@ -210,7 +276,7 @@ func (m *Main) Run(ctx context.Context) error {
 func (m *Main) migrate(ctx context.Context) error {
 	deadline := time.Now().Add(startupTimeout)
 	for {
-		applied, err := m.store.Migrate(ctx)
+		applied, err := m.pg.Migrate(ctx)
 		if err == nil {
 			if len(applied) > 0 {
 				m.logger.Info("migrations applied", "files", applied)
@@ -241,7 +307,7 @@ func (m *Main) maintainPartitions(ctx context.Context) {
 			return
 		case <-time.After(time.Hour):
 		}
-		if n, err := m.store.EnsurePartitions(ctx, partitionsAhead); err != nil {
+		if n, err := m.pg.EnsurePartitions(ctx, partitionsAhead); err != nil {
 			if ctx.Err() != nil {
 				return
 			}

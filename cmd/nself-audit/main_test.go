@@ -7,16 +7,17 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
 	"github.com/nself-org/nself-audit/internal/pgtest"
+	"github.com/nself-org/nself-audit/internal/storetest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -44,13 +45,38 @@ func withJWT(raw string) option {
 	}
 }
 
-// start runs the service on a fresh database; dbURL reuses a database.
-func start(t *testing.T, dbURL string, opts ...option) *service {
-	t.Helper()
-	if dbURL == "" {
-		dbURL = pgtest.Default.NewDatabase(t)
+// stores are the stores every API test runs against.
+var stores = []string{"postgres", "sqlite"}
+
+// eachStore runs fn as a parallel subtest per store.
+func eachStore(t *testing.T, fn func(t *testing.T, store string)) {
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			fn(t, store)
+		})
 	}
-	cfg := &Config{DatabaseURL: dbURL, Host: "127.0.0.1", Port: 0, Secret: testSecret}
+}
+
+// start runs the service on a fresh database of the store given
+// ("postgres" or "sqlite").
+func start(t *testing.T, store string, opts ...option) *service {
+	t.Helper()
+	switch store {
+	case "postgres":
+		return startOn(t, pgtest.Default.NewDatabase(t), "", opts...)
+	case "sqlite":
+		return startOn(t, "", filepath.Join(t.TempDir(), "audit.db"), opts...)
+	}
+	t.Fatalf("unknown store %q", store)
+	return nil
+}
+
+// startOn runs the service on the PostgreSQL database dbURL, or on the
+// SQLite file sqlitePath.
+func startOn(t *testing.T, dbURL, sqlitePath string, opts ...option) *service {
+	t.Helper()
+	cfg := &Config{DatabaseURL: dbURL, SQLitePath: sqlitePath, Host: "127.0.0.1", Port: 0, Secret: testSecret}
 	for _, o := range opts {
 		o(cfg)
 	}
@@ -152,48 +178,13 @@ func (s *service) get(path string, headers map[string]string) *response {
 	return r
 }
 
-// verifyChains reads every account's chain from the database in seq order
-// and verifies it; it returns the number of events per account.
-func verifyChains(t *testing.T, dbURL string) map[string]int {
+// verifyChains verifies the chains of the accounts through the service's
+// store and returns the number of events of each.
+func verifyChains(t *testing.T, store audit.Store, accounts ...string) map[string]int {
 	t.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	rows, err := pool.Query(ctx, `SELECT id, source_account_id, seq, occurred_at, recorded_at, actor_id, actor_type,
-		action, resource_type, resource_id, outcome, severity, ip_address, user_agent, request_id, source,
-		metadata::text, prev_hash, hash FROM np_nself_audit.np_audit_events ORDER BY source_account_id, seq`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
 	counts := map[string]int{}
-	verifiers := map[string]*audit.ChainVerifier{}
-	for rows.Next() {
-		var e audit.Event
-		var meta string
-		if err := rows.Scan(&e.ID, &e.SourceAccountID, &e.Seq, &e.OccurredAt, &e.RecordedAt, &e.ActorID, &e.ActorType,
-			&e.Action, &e.ResourceType, &e.ResourceID, &e.Outcome, &e.Severity, &e.IPAddress, &e.UserAgent,
-			&e.RequestID, &e.Source, &meta, &e.PrevHash, &e.Hash); err != nil {
-			t.Fatal(err)
-		}
-		if e.Metadata, err = audit.Canonicalize([]byte(meta)); err != nil {
-			t.Fatal(err)
-		}
-		v := verifiers[e.SourceAccountID]
-		if v == nil {
-			v = audit.NewChainVerifier()
-			verifiers[e.SourceAccountID] = v
-		}
-		if err := v.Check(&e); err != nil {
-			t.Fatalf("account %s: %v", e.SourceAccountID, err)
-		}
-		counts[e.SourceAccountID]++
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+	for _, a := range accounts {
+		counts[a] = int(storetest.VerifyChain(t, store, a))
 	}
 	return counts
 }

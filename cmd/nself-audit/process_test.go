@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nself-org/nself-audit/internal/pgtest"
+	"github.com/nself-org/nself-audit/internal/postgres"
+	"github.com/nself-org/nself-audit/internal/sqlite"
 )
 
 // buildBinary builds the real binary once per test run.
@@ -42,9 +44,48 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startProcess runs the binary as a separate process on dbURL and waits
-// until it is ready.
+// process is the binary running as a child process.
+type process struct {
+	*service
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	exited chan struct{}
+}
+
+// stop sends SIGINT and waits for the exit; it may be called again.
+func (p *process) stop() {
+	p.cmd.Process.Signal(os.Interrupt)
+	<-p.exited
+}
+
+// syncBuffer is a bytes.Buffer safe for the child's writes and our reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startProcess runs the binary on dbURL and waits until it is ready.
 func startProcess(t *testing.T, dbURL string) *service {
+	t.Helper()
+	return runProcess(t, "DATABASE_URL="+dbURL, "PLUGIN_INTERNAL_SECRET="+testSecret).service
+}
+
+// runProcess runs the binary with env added to ours (less DATABASE_URL and
+// the secrets, which only env sets) on a free port, and waits until it is
+// ready. It is stopped with SIGINT at the end of the test.
+func runProcess(t *testing.T, env ...string) *process {
 	t.Helper()
 	bin, err := buildBinary()
 	if err != nil {
@@ -52,16 +93,23 @@ func startProcess(t *testing.T, dbURL string) *service {
 	}
 	port := freePort(t)
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "PLUGIN_INTERNAL_SECRET="+testSecret, "PORT="+strconv.Itoa(port))
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	for _, kv := range os.Environ() {
+		switch strings.SplitN(kv, "=", 2)[0] {
+		case "DATABASE_URL", "PLUGIN_INTERNAL_SECRET", "PLUGIN_SECRET", "NSELF_AUDIT_DATA_DIR", "PORT", "HOST":
+			continue
+		}
+		cmd.Env = append(cmd.Env, kv)
+	}
+	cmd.Env = append(cmd.Env, append(env, "PORT="+strconv.Itoa(port))...)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	})
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	p := &process{cmd: cmd, logs: logs, exited: exited}
+	t.Cleanup(p.stop)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		res, err := http.Get(base + "/ready")
@@ -71,12 +119,18 @@ func startProcess(t *testing.T, dbURL string) *service {
 				break
 			}
 		}
+		select {
+		case <-exited:
+			t.Fatalf("process exited before it was ready:\n%s", logs.String())
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("process not ready after 30 s: %v\n%s", err, logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &service{t: t, url: base, dbURL: dbURL}
+	p.service = &service{t: t, url: base}
+	return p
 }
 
 // TestTwoProcessesOneChain: two service processes on one database, both
@@ -108,7 +162,12 @@ func TestTwoProcessesOneChain(t *testing.T) {
 	for e := range errs {
 		t.Fatal(e)
 	}
-	counts := verifyChains(t, dbURL)
+	store, err := postgres.Open(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	counts := verifyChains(t, store, "acme", "globex", "initech")
 	total := 0
 	for _, n := range counts {
 		total += n
@@ -133,7 +192,10 @@ func TestVerbs(t *testing.T) {
 	good := []string{"DATABASE_URL", dbURL, "PLUGIN_INTERNAL_SECRET", testSecret}
 	runCmd := func(args []string, getenv func(string) string) (int, string, string) {
 		var out, errOut bytes.Buffer
-		code := run(context.Background(), args, getenv, &out, &errOut)
+		// A configuration that is unexpectedly valid serves until ctx ends.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		code := run(ctx, args, getenv, &out, &errOut)
 		return code, out.String(), errOut.String()
 	}
 
@@ -156,9 +218,9 @@ func TestVerbs(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{[]string{"PLUGIN_INTERNAL_SECRET", testSecret}, "DATABASE_URL: required"},
+		{[]string{"DATABASE_URL", "sqlite:", "PLUGIN_INTERNAL_SECRET", testSecret}, "DATABASE_URL: sqlite: needs a file path"},
 		{[]string{"DATABASE_URL", "mysql://x", "PLUGIN_INTERNAL_SECRET", testSecret}, "DATABASE_URL: must start with"},
-		{[]string{"DATABASE_URL", dbURL}, "PLUGIN_INTERNAL_SECRET: required"},
+		{[]string{"DATABASE_URL", dbURL}, "PLUGIN_INTERNAL_SECRET: required with PostgreSQL"},
 		{[]string{"DATABASE_URL", dbURL, "PLUGIN_SECRET", "short"}, "PLUGIN_SECRET: must be at least 16"},
 		{append(good, "PORT", "http"), "PORT: must be a number"},
 		{append(good, "PORT", "70000"), "PORT"},
@@ -189,5 +251,120 @@ func TestVerbs(t *testing.T) {
 	cfg, err = LoadConfig(env("DATABASE_URL", dbURL, "PLUGIN_SECRET", testSecret))
 	if err != nil || cfg.Secret != testSecret || cfg.Addr() != "127.0.0.1:3843" {
 		t.Fatalf("PLUGIN_SECRET alias and defaults: %+v %v", cfg, err)
+	}
+	// Which store: PostgreSQL URLs, else the embedded file.
+	for _, c := range []struct{ url, dataDir, path string }{
+		{"", "", "data/nself-audit.db"},
+		{"", "/var/lib/audit", "/var/lib/audit/nself-audit.db"},
+		{"sqlite:/tmp/a.db", "", "/tmp/a.db"},
+		{"sqlite:///tmp/b.db", "", "/tmp/b.db"},
+		{"file:rel/c.db", "", "rel/c.db"},
+		{dbURL, "", ""},
+	} {
+		cfg, err := LoadConfig(env("DATABASE_URL", c.url, "NSELF_AUDIT_DATA_DIR", c.dataDir))
+		if c.path == "" { // PostgreSQL without a secret
+			if err == nil || cfg != nil {
+				t.Errorf("%q without a secret: %v", c.url, err)
+			}
+			continue
+		}
+		if err != nil || cfg.SQLitePath != c.path || !cfg.Embedded() || cfg.Secret != "" {
+			t.Errorf("DATABASE_URL=%q NSELF_AUDIT_DATA_DIR=%q: %+v, %v; want embedded at %s", c.url, c.dataDir, cfg, err, c.path)
+		}
+	}
+}
+
+// TestEmbeddedFirstRun: with no DATABASE_URL and no secret, the service
+// starts on a SQLite file in the data folder, says so in its first log line,
+// keeps a generated token in the folder (0600, folder 0700), reuses it on
+// the next start, and lets a token from the environment win.
+func TestEmbeddedFirstRun(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	p := runProcess(t, "NSELF_AUDIT_DATA_DIR="+dir)
+	first := strings.SplitN(p.logs.String(), "\n", 2)[0]
+	dbFile := filepath.Join(dir, "nself-audit.db")
+	if !strings.Contains(first, "store=sqlite") || !strings.Contains(first, "file="+dbFile) {
+		t.Errorf("first log line %q does not name the store and file %s", first, dbFile)
+	}
+	secretPath := filepath.Join(dir, "plugin-secret")
+	raw, err := os.ReadFile(secretPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.TrimSpace(string(raw))
+	if len(secret) < 32 {
+		t.Errorf("generated secret has %d characters, want 32 or more", len(secret))
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o700, secretPath: 0o600, dbFile: 0o600} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, %v; want %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
+	if strings.Contains(p.logs.String(), secret) {
+		t.Error("the secret is printed in the output")
+	}
+	if !strings.Contains(p.logs.String(), `curl -H "Authorization: Bearer $(cat `+secretPath+`)"`) {
+		t.Errorf("no ready-to-paste curl line:\n%s", p.logs.String())
+	}
+	h := map[string]string{"Authorization": "Bearer " + secret}
+	if r := p.do("POST", "/api/v1/events", h, `{"actor_id":"u1","action":"first.run"}`); r.status != 201 {
+		t.Fatalf("POST with the generated secret: %d %s", r.status, r.raw)
+	}
+	p.stop()
+
+	// Second start: same secret, same file, the event is still there.
+	p2 := runProcess(t, "NSELF_AUDIT_DATA_DIR="+dir)
+	if r := p2.get("/api/v1/events", h); len(r.events()) != 1 {
+		t.Fatalf("after restart: %s", r.raw)
+	}
+	p2.stop()
+
+	// A secret in the environment wins over the file.
+	p3 := runProcess(t, "NSELF_AUDIT_DATA_DIR="+dir, "PLUGIN_INTERNAL_SECRET="+testSecret)
+	if r := p3.do("GET", "/api/v1/events", h, ""); r.status != 401 {
+		t.Errorf("file secret still accepted with PLUGIN_INTERNAL_SECRET set: %d", r.status)
+	}
+	if r := p3.get("/api/v1/events", pluginHeaders("")); len(r.events()) != 1 {
+		t.Errorf("environment secret: %s", r.raw)
+	}
+}
+
+// TestEmbeddedTwoProcesses: two service processes on one SQLite file keep
+// one unbroken chain per account.
+func TestEmbeddedTwoProcesses(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p1 := runProcess(t, "NSELF_AUDIT_DATA_DIR="+dir, "PLUGIN_INTERNAL_SECRET="+testSecret)
+	p2 := runProcess(t, "NSELF_AUDIT_DATA_DIR="+dir, "PLUGIN_INTERNAL_SECRET="+testSecret)
+	const clients, each = 6, 25
+	var wg sync.WaitGroup
+	errs := make(chan string, clients*each)
+	for c := 0; c < clients; c++ {
+		target := []*process{p1, p2}[c%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				account := []string{"acme", "globex"}[(c+i)%2]
+				r := target.do("POST", "/api/v1/events", pluginHeaders(account), fmt.Sprintf(`{"actor_id":"c%d","action":"load.multi"}`, c))
+				if r.status != 201 {
+					errs <- fmt.Sprintf("%d %s", r.status, r.raw)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	store, err := sqlite.Open(context.Background(), filepath.Join(dir, "nself-audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if counts := verifyChains(t, store, "acme", "globex"); counts["acme"]+counts["globex"] != clients*each {
+		t.Fatalf("chains %v, want %d events", counts, clients*each)
 	}
 }

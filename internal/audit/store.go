@@ -86,6 +86,11 @@ type Store interface {
 	// extra event tells the caller that another page exists.
 	Events(ctx context.Context, scope Scope, f Filter) ([]*Event, error)
 
+	// Chain returns at most limit events of scope.AccountID with seq >
+	// afterSeq, in seq order: the account's hash chain, page by page.
+	// scope.ActorID must be empty; a chain is never partial by actor.
+	Chain(ctx context.Context, scope Scope, afterSeq int64, limit int) ([]*Event, error)
+
 	// Stats summarises the events within scope matching f (paging fields
 	// are ignored).
 	Stats(ctx context.Context, scope Scope, f Filter, iv Interval) (*Stats, error)

@@ -8,14 +8,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/pgtest"
+	"github.com/nself-org/nself-audit/internal/storetest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) audit.Store {
+		s, _ := setup(t)
+		return s
+	})
+}
 
 // setup returns a migrated store on a fresh database and a superuser pool
 // on the same database, which bypasses the app role.
@@ -61,29 +68,6 @@ func appendEvents(t *testing.T, s *Store, events ...*audit.Event) {
 	if err := s.Append(context.Background(), items); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// chain reads an account's whole chain in seq order as the superuser and
-// verifies it; it returns the number of events.
-func chain(t *testing.T, s *Store, account string) int64 {
-	t.Helper()
-	var evs []*audit.Event
-	err := s.inScope(context.Background(), audit.Scope{AccountID: account}, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		var err error
-		evs, err = queryEvents(context.Background(), tx, `SELECT `+eventColumns+
-			` FROM np_nself_audit.np_audit_events WHERE source_account_id = $1 ORDER BY seq`, account)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := audit.NewChainVerifier()
-	for _, e := range evs {
-		if err := v.Check(e); err != nil {
-			t.Fatalf("account %s: %v", account, err)
-		}
-	}
-	return int64(len(evs))
 }
 
 func TestMigrateOnceAndLedger(t *testing.T) {
@@ -218,9 +202,9 @@ func TestAppendOnlyForSuperuser(t *testing.T) {
 	}
 }
 
-// TestIsolationUnderSuperuser: the connection is the superuser, yet every
-// store query sees only its scope, because the policies run under the app
-// role.
+// TestIsolationUnderSuperuser: the connection is the superuser, yet the
+// database itself isolates accounts, because queries run under the app role
+// (the contract suite checks the store's own scoping).
 func TestIsolationUnderSuperuser(t *testing.T) {
 	t.Parallel()
 	s, su := setup(t)
@@ -228,27 +212,6 @@ func TestIsolationUnderSuperuser(t *testing.T) {
 	a1, a2 := newEvent(t, "acme", "alice", "doc.read"), newEvent(t, "acme", "bob", "doc.read")
 	b1 := newEvent(t, "globex", "alice", "doc.read")
 	appendEvents(t, s, a1, a2, b1)
-
-	evs, err := s.Events(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{Limit: 10})
-	if err != nil || len(evs) != 2 {
-		t.Fatalf("acme sees %d events, %v; want 2", len(evs), err)
-	}
-	for _, e := range evs {
-		if e.SourceAccountID != "acme" {
-			t.Errorf("acme sees %s's event", e.SourceAccountID)
-		}
-	}
-	if _, err := s.Event(ctx, audit.Scope{AccountID: "acme"}, b1.ID); audit.ErrorCode(err) != audit.ENOTFOUND {
-		t.Fatalf("acme reads globex's event by id: %v", err)
-	}
-	evs, _ = s.Events(ctx, audit.Scope{AccountID: "acme", ActorID: "alice"}, audit.Filter{Limit: 10})
-	if len(evs) != 1 || evs[0].ID != a1.ID {
-		t.Fatalf("actor-scoped read: %d events", len(evs))
-	}
-	st, err := s.Stats(ctx, audit.Scope{AccountID: "globex"}, audit.Filter{}, audit.Day)
-	if err != nil || st.Total != 1 {
-		t.Fatalf("globex stats total %v, %v; want 1", st, err)
-	}
 
 	// The database itself enforces it: as the app role, a query without any
 	// WHERE clause sees only the account set for the transaction, nothing
@@ -334,43 +297,9 @@ func TestConcurrentWritersOneChain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	total := chain(t, s1, "acme") + chain(t, s1, "globex")
+	total := storetest.VerifyChain(t, s1, "acme") + storetest.VerifyChain(t, s1, "globex")
 	if total != writers*batches*perBatch {
 		t.Fatalf("%d events in the chains, want %d", total, writers*batches*perBatch)
-	}
-}
-
-func TestIdempotency(t *testing.T) {
-	t.Parallel()
-	s, _ := setup(t)
-	ctx := context.Background()
-	first := &audit.AppendItem{Event: newEvent(t, "acme", "u1", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f1"}
-	if err := s.Append(ctx, []*audit.AppendItem{first}); err != nil || first.Replayed || first.Err != nil {
-		t.Fatalf("first append: %v %+v", err, first)
-	}
-
-	retry := &audit.AppendItem{Event: newEvent(t, "acme", "u1", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f1"}
-	reuse := &audit.AppendItem{Event: newEvent(t, "acme", "u1", "doc.delete"), IdempotencyKey: "k1", Fingerprint: "f2"}
-	otherAccount := &audit.AppendItem{Event: newEvent(t, "globex", "u1", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f1"}
-	inBatchA := &audit.AppendItem{Event: newEvent(t, "acme", "u2", "doc.read"), IdempotencyKey: "k2", Fingerprint: "f3"}
-	inBatchB := &audit.AppendItem{Event: newEvent(t, "acme", "u2", "doc.read"), IdempotencyKey: "k2", Fingerprint: "f3"}
-	if err := s.Append(ctx, []*audit.AppendItem{retry, reuse, otherAccount, inBatchA, inBatchB}); err != nil {
-		t.Fatal(err)
-	}
-	if !retry.Replayed || retry.Event.ID != first.Event.ID || retry.Event.Hash != first.Event.Hash {
-		t.Errorf("retry: replayed=%v id %s, want the first event %s", retry.Replayed, retry.Event.ID, first.Event.ID)
-	}
-	if audit.ErrorCode(reuse.Err) != audit.ECONFLICT {
-		t.Errorf("key reused for another event: %v, want ECONFLICT", reuse.Err)
-	}
-	if otherAccount.Replayed || otherAccount.Err != nil || otherAccount.Event.Seq != 1 {
-		t.Errorf("the same key in another account must be independent: %+v", otherAccount)
-	}
-	if inBatchA.Replayed || !inBatchB.Replayed || inBatchB.Event.ID != inBatchA.Event.ID {
-		t.Errorf("duplicate key within a batch: A replayed=%v B replayed=%v", inBatchA.Replayed, inBatchB.Replayed)
-	}
-	if n := chain(t, s, "acme"); n != 2 {
-		t.Fatalf("acme has %d events, want 2 (k1 once, k2 once)", n)
 	}
 }
 

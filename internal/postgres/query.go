@@ -62,6 +62,21 @@ func (s *Store) Event(ctx context.Context, scope audit.Scope, id uuid.UUID) (*au
 	return evs[0], nil
 }
 
+// Chain returns a page of the account's chain in seq order.
+func (s *Store) Chain(ctx context.Context, scope audit.Scope, afterSeq int64, limit int) ([]*audit.Event, error) {
+	if scope.ActorID != "" {
+		return nil, audit.Errorf(audit.EFORBIDDEN, "the chain is readable only for a whole account")
+	}
+	var evs []*audit.Event
+	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		evs, err = queryEvents(ctx, tx, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
+			WHERE source_account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, scope.AccountID, afterSeq, limit)
+		return err
+	})
+	return evs, err
+}
+
 // where builds the WHERE clause of a filter within scope from an allow-list
 // of columns; values only ever travel as arguments.
 type where struct {

@@ -1,0 +1,179 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+	"github.com/nself-org/nself-audit/internal/sqlite"
+	"github.com/nself-org/nself-audit/internal/storetest"
+)
+
+// countingStore records the size of every Append on a real store, and can
+// hold each call for a while so that requests queue up behind it.
+type countingStore struct {
+	audit.Store
+	hold  time.Duration
+	fail  error
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (c *countingStore) Append(ctx context.Context, items []*audit.AppendItem) error {
+	c.mu.Lock()
+	c.sizes = append(c.sizes, len(items))
+	c.mu.Unlock()
+	time.Sleep(c.hold)
+	if c.fail != nil {
+		return c.fail
+	}
+	return c.Store.Append(ctx, items)
+}
+
+func (c *countingStore) calls() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int(nil), c.sizes...)
+}
+
+func newStore(t *testing.T) audit.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func item(t *testing.T, account string) *audit.AppendItem {
+	t.Helper()
+	e, err := (&audit.EventInput{ActorID: "u1", Action: "doc.read"}).Validate(account, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &audit.AppendItem{Event: e}
+}
+
+// writeConcurrently runs n Writes at once and returns their errors.
+func writeConcurrently(t *testing.T, w *Writer, n int) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = w.Write(context.Background(), item(t, []string{"acme", "globex"}[i%2]))
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+func TestGroupCommit(t *testing.T) {
+	t.Parallel()
+	store := &countingStore{Store: newStore(t), hold: 20 * time.Millisecond}
+	w := New(store, Config{MaxBatch: 16})
+	go w.Run()
+	defer w.Close(context.Background())
+
+	const n = 100
+	for _, err := range writeConcurrently(t, w, n) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := store.calls()
+	total := 0
+	for _, size := range calls {
+		total += size
+		if size > 16 {
+			t.Errorf("a batch of %d events; MaxBatch is 16", size)
+		}
+	}
+	if total != n {
+		t.Fatalf("%d events appended, want %d", total, n)
+	}
+	// While one transaction is held, the others queue: far fewer
+	// transactions than requests.
+	if len(calls) > n/4 {
+		t.Errorf("%d transactions for %d concurrent requests: no grouping", len(calls), n)
+	}
+	if got := storetest.VerifyChain(t, store, "acme") + storetest.VerifyChain(t, store, "globex"); got != n {
+		t.Fatalf("chains hold %d events, want %d", got, n)
+	}
+}
+
+func TestFailedBatchAnswersEveryWaiter(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("disk on fire")
+	store := &countingStore{Store: newStore(t), fail: boom, hold: 10 * time.Millisecond}
+	w := New(store, Config{})
+	go w.Run()
+	defer w.Close(context.Background())
+	for i, err := range writeConcurrently(t, w, 20) {
+		if !errors.Is(err, boom) {
+			t.Fatalf("write %d: %v; want the store's error", i, err)
+		}
+	}
+	if n := storetest.VerifyChain(t, store, "acme"); n != 0 {
+		t.Fatalf("%d events stored after failed commits", n)
+	}
+}
+
+// TestCloseCommitsQueued: Close waits for what is queued, and refuses
+// writes after it.
+func TestCloseCommitsQueued(t *testing.T) {
+	t.Parallel()
+	store := &countingStore{Store: newStore(t), hold: 30 * time.Millisecond}
+	w := New(store, Config{MaxBatch: 5})
+	go w.Run()
+	done := make(chan []error)
+	go func() { done <- writeConcurrently(t, w, 40) }()
+	time.Sleep(40 * time.Millisecond) // let requests queue behind the held batch
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	errs := <-done
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case audit.ErrorCode(err) != audit.EUNAVAILABLE:
+			t.Fatalf("write during close: %v; want success or EUNAVAILABLE", err)
+		}
+	}
+	stored := storetest.VerifyChain(t, store, "acme") + storetest.VerifyChain(t, store, "globex")
+	if int(stored) != ok || ok == 0 {
+		t.Fatalf("%d writes acknowledged, %d events stored; want equal and > 0", ok, stored)
+	}
+	if err := w.Write(context.Background(), item(t, "acme")); audit.ErrorCode(err) != audit.EUNAVAILABLE {
+		t.Fatalf("write after Close: %v", err)
+	}
+}
+
+func TestWriteHonoursContext(t *testing.T) {
+	t.Parallel()
+	store := &countingStore{Store: newStore(t), hold: 300 * time.Millisecond}
+	w := New(store, Config{})
+	go w.Run()
+	defer w.Close(context.Background())
+	go w.Write(context.Background(), item(t, "acme")) // occupies the writer
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := w.Write(ctx, item(t, "acme")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("write with an expiring context: %v", err)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Fatalf("Write returned after %v; it should not wait for the commit once ctx ends", d)
+	}
+}

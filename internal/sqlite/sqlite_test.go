@@ -1,0 +1,964 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+	"github.com/nself-org/nself-audit/internal/storetest"
+)
+
+// TestContract runs the suite every audit.Store must pass.
+func TestContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) audit.Store { return openTemp(t) })
+}
+
+// openTemp opens a store on a new file in t.TempDir and closes it at the
+// end of the test.
+func openTemp(t testing.TB) *Store {
+	t.Helper()
+	return openAt(t, filepath.Join(t.TempDir(), "audit.db"))
+}
+
+func openAt(t testing.TB, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// rawDB opens the file with the driver alone, as another tool would.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+var base = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+
+// event returns a validated event; fields are "key=value" pairs of
+// EventInput. A zero at means "now".
+func event(t testing.TB, account string, at time.Time, fields ...string) *audit.Event {
+	t.Helper()
+	in := &audit.EventInput{ActorID: "u1", Action: "doc.read"}
+	for _, f := range fields {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "actor_id":
+			in.ActorID = v
+		case "actor_type":
+			in.ActorType = v
+		case "action":
+			in.Action = v
+		case "resource_type":
+			in.ResourceType = v
+		case "resource_id":
+			in.ResourceID = v
+		case "outcome":
+			in.Outcome = v
+		case "severity":
+			in.Severity = v
+		case "source":
+			in.Source = v
+		case "metadata":
+			in.Metadata = []byte(v)
+		default:
+			t.Fatalf("unknown field %q", k)
+		}
+	}
+	if !at.IsZero() {
+		s := at.Format(time.RFC3339Nano)
+		in.OccurredAt = &s
+	}
+	e, err := in.Validate(account, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func items(evs ...*audit.Event) []*audit.AppendItem {
+	out := make([]*audit.AppendItem, len(evs))
+	for i, e := range evs {
+		out[i] = &audit.AppendItem{Event: e}
+	}
+	return out
+}
+
+func appendAll(t testing.TB, s audit.Store, evs ...*audit.Event) {
+	t.Helper()
+	its := items(evs...)
+	if err := s.Append(context.Background(), its); err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range its {
+		if it.Err != nil || it.Replayed {
+			t.Fatalf("item: err %v replayed %v", it.Err, it.Replayed)
+		}
+	}
+}
+
+// chain reads and verifies the account's whole chain, 7 events a page.
+func chain(t testing.TB, s audit.Store, account string) []*audit.Event {
+	t.Helper()
+	v := audit.NewChainVerifier()
+	var all []*audit.Event
+	var after int64
+	for {
+		evs, err := s.Chain(context.Background(), audit.Scope{AccountID: account}, after, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			if e.SourceAccountID != account {
+				t.Fatalf("chain of %s holds an event of %s", account, e.SourceAccountID)
+			}
+			if err := v.Check(e); err != nil {
+				t.Fatalf("account %s: %v", account, err)
+			}
+		}
+		all = append(all, evs...)
+		if len(evs) < 7 {
+			return all
+		}
+		after = evs[len(evs)-1].Seq
+	}
+}
+
+func TestAppendReadAndChain(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	ctx := context.Background()
+	if err := s.Append(ctx, nil); err != nil {
+		t.Fatalf("empty append: %v", err)
+	}
+	var all []*audit.Event
+	for b := 0; b < 4; b++ {
+		var evs []*audit.Event
+		for i := 0; i < 5; i++ {
+			evs = append(evs, event(t, []string{"globex", "acme"}[(b+i)%2], time.Time{},
+				`metadata={"b":`+fmt.Sprint(b)+`,"a":[1.50,"é\t"]}`))
+		}
+		want := make([]audit.Event, len(evs))
+		for i, e := range evs {
+			want[i] = *e
+		}
+		appendAll(t, s, evs...)
+		for i, e := range evs {
+			got, err := s.Event(ctx, audit.Scope{AccountID: e.SourceAccountID}, e.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := want[i]
+			w.Seq, w.PrevHash, w.Hash = e.Seq, e.PrevHash, e.Hash
+			if fmt.Sprintf("%+v", *got) != fmt.Sprintf("%+v", w) {
+				t.Fatalf("read back differs:\n got %+v\nwant %+v", *got, w)
+			}
+			if string(got.Metadata) != `{"a":[1.5,"é\t"],"b":`+fmt.Sprint(b)+`}` {
+				t.Fatalf("metadata %s", got.Metadata)
+			}
+		}
+		all = append(all, evs...)
+	}
+	acme, globex := chain(t, s, "acme"), chain(t, s, "globex")
+	if len(acme) != 10 || len(globex) != 10 {
+		t.Fatalf("chains of %d and %d events, want 10 each", len(acme), len(globex))
+	}
+	// Within a batch, an account's events are chained in slice order.
+	var acmeIDs []uuid.UUID
+	for _, e := range all {
+		if e.SourceAccountID == "acme" {
+			acmeIDs = append(acmeIDs, e.ID)
+		}
+	}
+	for i, e := range acme {
+		if e.ID != acmeIDs[i] {
+			t.Fatalf("acme seq %d is %s, want %s", e.Seq, e.ID, acmeIDs[i])
+		}
+	}
+	if evs, err := s.Chain(ctx, audit.Scope{AccountID: "acme"}, 8, 100); err != nil || len(evs) != 2 || evs[0].Seq != 9 {
+		t.Fatalf("Chain after 8: %d events, %v", len(evs), err)
+	}
+	if evs, err := s.Chain(ctx, audit.Scope{AccountID: "acme"}, 0, 0); err != nil || len(evs) != 0 {
+		t.Fatalf("Chain limit 0: %d events, %v", len(evs), err)
+	}
+	if _, err := s.Chain(ctx, audit.Scope{AccountID: "acme", ActorID: "u1"}, 0, 10); audit.ErrorCode(err) != audit.EFORBIDDEN {
+		t.Fatalf("Chain with an actor scope: %v", err)
+	}
+	if evs, err := s.Chain(ctx, audit.Scope{AccountID: "nobody"}, 0, 10); err != nil || len(evs) != 0 {
+		t.Fatalf("Chain of an unknown account: %d, %v", len(evs), err)
+	}
+}
+
+func TestIdempotency(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	s := openAt(t, path)
+	ctx := context.Background()
+	item := func(account, key, fingerprint string) *audit.AppendItem {
+		return &audit.AppendItem{Event: event(t, account, time.Time{}), IdempotencyKey: key, Fingerprint: fingerprint}
+	}
+	first := item("acme", "k1", "f1")
+	if err := s.Append(ctx, []*audit.AppendItem{first}); err != nil || first.Replayed || first.Err != nil {
+		t.Fatalf("first: %v %+v", err, first)
+	}
+	retry, reuse, other := item("acme", "k1", "f1"), item("acme", "k1", "f2"), item("globex", "k1", "f1")
+	dupA, dupB, dupC, plain := item("acme", "k2", "f3"), item("acme", "k2", "f3"), item("acme", "k2", "f4"), item("acme", "", "")
+	if err := s.Append(ctx, []*audit.AppendItem{retry, reuse, other, dupA, dupB, dupC, plain}); err != nil {
+		t.Fatal(err)
+	}
+	if !retry.Replayed || retry.Err != nil || fmt.Sprintf("%+v", *retry.Event) != fmt.Sprintf("%+v", *first.Event) {
+		t.Errorf("retry: replayed %v err %v\n got %+v\nwant %+v", retry.Replayed, retry.Err, retry.Event, first.Event)
+	}
+	if audit.ErrorCode(reuse.Err) != audit.ECONFLICT || reuse.Replayed {
+		t.Errorf("reuse for another event: %v", reuse.Err)
+	}
+	if other.Replayed || other.Err != nil || other.Event.Seq != 1 {
+		t.Errorf("same key in another account: %+v", other)
+	}
+	if dupA.Replayed || dupA.Err != nil || !dupB.Replayed || dupB.Event != dupA.Event || dupB.Event.Seq != 2 {
+		t.Errorf("duplicate in one batch: A %+v, B %+v", dupA, dupB)
+	}
+	if audit.ErrorCode(dupC.Err) != audit.ECONFLICT {
+		t.Errorf("in-batch reuse for another event: %v", dupC.Err)
+	}
+	if plain.Replayed || plain.Err != nil || plain.Event.Seq != 3 {
+		t.Errorf("event without a key: %+v", plain)
+	}
+	if n := len(chain(t, s, "acme")); n != 3 {
+		t.Errorf("acme holds %d events, want 3", n)
+	}
+
+	// Keys outlive the process: a retry after reopening is still a replay.
+	s.Close()
+	s2 := openAt(t, path)
+	again := item("acme", "k2", "f3")
+	if err := s2.Append(ctx, []*audit.AppendItem{again}); err != nil || !again.Replayed || again.Event.ID != dupA.Event.ID {
+		t.Fatalf("retry after reopen: %v %+v", err, again)
+	}
+	// All replays: nothing is stored and the head stays.
+	if n := len(chain(t, s2, "acme")); n != 3 {
+		t.Errorf("acme holds %d events after replays, want 3", n)
+	}
+	// Many keys in one batch (more than one IN list).
+	var many []*audit.AppendItem
+	for i := 0; i < 1200; i++ {
+		many = append(many, item("acme", fmt.Sprintf("bulk-%d", i), "f"))
+	}
+	if err := s2.Append(ctx, many); err != nil {
+		t.Fatal(err)
+	}
+	var retries []*audit.AppendItem
+	for i := 0; i < 1200; i++ {
+		retries = append(retries, item("acme", fmt.Sprintf("bulk-%d", i), "f"))
+	}
+	if err := s2.Append(ctx, retries); err != nil {
+		t.Fatal(err)
+	}
+	for i, it := range retries {
+		if !it.Replayed || it.Event.ID != many[i].Event.ID {
+			t.Fatalf("bulk retry %d: %+v", i, it)
+		}
+	}
+	if n := len(chain(t, s2, "acme")); n != 1203 {
+		t.Errorf("acme holds %d events, want 1203", n)
+	}
+}
+
+// seed appends seven events to acme, an hour apart, and one to globex; it
+// returns their ids by letter.
+func seed(t *testing.T, s audit.Store) map[uuid.UUID]string {
+	rows := [][]string{
+		{"actor_id=alice", "action=user.login", "resource_type=session", "resource_id=s1", "source=auth"},
+		{"actor_id=alice", "action=user.logout", "resource_type=session", "resource_id=s1", "source=auth"},
+		{"actor_id=bob", "action=user.login", "outcome=failure", "severity=warning", "source=auth"},
+		{"actor_id=bob", "action=doc.delete", "resource_type=doc", "resource_id=d9", "outcome=denied", "severity=critical", "source=files"},
+		{"actor_id=", "actor_type=system", "action=backup.run", "source=cron"},
+		{"actor_id=svc-1", "actor_type=service", "action=doc.read", "resource_type=doc", "resource_id=d9", "source=files"},
+		{"actor_id=alice", "action=users.list", "severity=error", "source=admin"},
+	}
+	names := map[uuid.UUID]string{}
+	var evs []*audit.Event
+	for i, fields := range rows {
+		e := event(t, "acme", base.Add(time.Duration(i)*time.Hour), fields...)
+		names[e.ID] = string(rune('a' + i))
+		evs = append(evs, e)
+	}
+	evs = append(evs, event(t, "globex", base, "actor_id=alice", "action=user.login"))
+	appendAll(t, s, evs...)
+	return names
+}
+
+func letters(names map[uuid.UUID]string, evs []*audit.Event) string {
+	var b strings.Builder
+	for _, e := range evs {
+		n, ok := names[e.ID]
+		if !ok {
+			n = "?"
+		}
+		b.WriteString(n)
+	}
+	return b.String()
+}
+
+func TestFilters(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	names := seed(t, s)
+	at := func(h int) time.Time { return base.Add(time.Duration(h) * time.Hour) }
+	cases := []struct {
+		scope audit.Scope
+		f     audit.Filter
+		want  string
+	}{
+		{audit.Scope{}, audit.Filter{}, "gfedcba"},
+		{audit.Scope{}, audit.Filter{Asc: true}, "abcdefg"},
+		{audit.Scope{}, audit.Filter{Limit: 2}, "gfe"},
+		{audit.Scope{}, audit.Filter{Limit: 2, Asc: true}, "abc"},
+		{audit.Scope{}, audit.Filter{ActorID: "alice"}, "gba"},
+		{audit.Scope{}, audit.Filter{ActorID: ""}, "gfedcba"},
+		{audit.Scope{}, audit.Filter{ActorType: "system"}, "e"},
+		{audit.Scope{}, audit.Filter{ActorType: "service"}, "f"},
+		{audit.Scope{}, audit.Filter{Action: "user.login"}, "ca"},
+		{audit.Scope{}, audit.Filter{Action: "user"}, ""},
+		{audit.Scope{}, audit.Filter{ActionPrefix: "user."}, "cba"}, // not users.list
+		{audit.Scope{}, audit.Filter{ActionPrefix: "users."}, "g"},
+		{audit.Scope{}, audit.Filter{ActionPrefix: "doc.", Asc: true}, "df"},
+		{audit.Scope{}, audit.Filter{ActionPrefix: "nothing."}, ""},
+		{audit.Scope{}, audit.Filter{ResourceType: "doc"}, "fd"},
+		{audit.Scope{}, audit.Filter{ResourceType: "doc", ResourceID: "d9"}, "fd"},
+		{audit.Scope{}, audit.Filter{ResourceID: "s1"}, "ba"},
+		{audit.Scope{}, audit.Filter{Outcome: "denied"}, "d"},
+		{audit.Scope{}, audit.Filter{Outcome: "failure"}, "c"},
+		{audit.Scope{}, audit.Filter{Severity: "info"}, "feba"},
+		{audit.Scope{}, audit.Filter{Source: "files"}, "fd"},
+		{audit.Scope{}, audit.Filter{Since: at(2)}, "gfedc"},                                      // inclusive
+		{audit.Scope{}, audit.Filter{Since: at(2).Add(time.Microsecond)}, "gfed"},                 // at µs resolution
+		{audit.Scope{}, audit.Filter{Until: at(2)}, "ba"},                                         // exclusive
+		{audit.Scope{}, audit.Filter{Until: at(2).Add(time.Microsecond)}, "cba"},                  // at µs resolution
+		{audit.Scope{}, audit.Filter{Since: at(1), Until: at(3)}, "cb"},                           // both
+		{audit.Scope{}, audit.Filter{ActorID: "alice", ActionPrefix: "user.", Since: at(1)}, "b"}, // combined
+		{audit.Scope{}, audit.Filter{ActorID: "' OR '1'='1"}, ""},
+		{audit.Scope{}, audit.Filter{ResourceID: "x'; DROP TABLE np_audit_events; --"}, ""},
+		{audit.Scope{ActorID: "bob"}, audit.Filter{}, "dc"},
+		{audit.Scope{ActorID: "bob"}, audit.Filter{ActorID: "alice"}, ""}, // a filter cannot widen the scope
+		{audit.Scope{AccountID: "globex"}, audit.Filter{}, "?"},
+		{audit.Scope{AccountID: "initech"}, audit.Filter{}, ""},
+	}
+	for _, c := range cases {
+		if c.scope.AccountID == "" {
+			c.scope.AccountID = "acme"
+		}
+		if c.f.Limit == 0 {
+			c.f.Limit = audit.DefaultLimit
+		}
+		evs, err := s.Events(context.Background(), c.scope, c.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := letters(names, evs); got != c.want {
+			t.Errorf("%+v %+v: got %q, want %q", c.scope, c.f, got, c.want)
+		}
+	}
+	// The table is intact after the injection attempts.
+	if n := len(chain(t, s, "acme")); n != 7 {
+		t.Fatalf("acme holds %d events", n)
+	}
+}
+
+func TestPagingWithTies(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	var evs []*audit.Event
+	for i := 0; i < 31; i++ {
+		evs = append(evs, event(t, "acme", base.Add(time.Duration(i/4)*time.Second)))
+	}
+	appendAll(t, s, evs...)
+	for _, asc := range []bool{false, true} {
+		var got []*audit.Event
+		f := audit.Filter{Limit: 3, Asc: asc}
+		for page := 0; ; page++ {
+			if page > 20 {
+				t.Fatal("paging does not end")
+			}
+			evs, err := s.Events(context.Background(), audit.Scope{AccountID: "acme"}, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) > f.Limit+1 {
+				t.Fatalf("page of %d events for limit %d", len(evs), f.Limit)
+			}
+			if len(evs) <= f.Limit {
+				got = append(got, evs...)
+				break
+			}
+			got = append(got, evs[:f.Limit]...)
+			last := evs[f.Limit-1]
+			f.After = &audit.Cursor{OccurredAt: last.OccurredAt, ID: last.ID}
+		}
+		if len(got) != 31 {
+			t.Fatalf("asc=%v: walked %d events, want 31", asc, len(got))
+		}
+		seen := map[uuid.UUID]bool{}
+		for i, e := range got {
+			if seen[e.ID] {
+				t.Fatalf("asc=%v: %s twice", asc, e.ID)
+			}
+			seen[e.ID] = true
+			if i == 0 {
+				continue
+			}
+			a := got[i-1]
+			before := a.OccurredAt.Before(e.OccurredAt) || (a.OccurredAt.Equal(e.OccurredAt) && a.ID.String() < e.ID.String())
+			if before != asc {
+				t.Fatalf("asc=%v: events %d and %d out of order", asc, i-1, i)
+			}
+		}
+	}
+}
+
+// TestUUIDOrder: ids compare as PostgreSQL's uuid does (bytewise), which is
+// the order of their canonical lowercase text.
+func TestUUIDOrder(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	ids := []string{"ffffffff-0000-7000-8000-000000000000", "0a000000-0000-7000-8000-000000000000",
+		"a0000000-0000-7000-8000-000000000000", "09000000-0000-7000-8000-00000000000f"}
+	var evs []*audit.Event
+	for _, id := range ids {
+		e := event(t, "acme", base)
+		e.ID = uuid.MustParse(strings.ToUpper(id))
+		evs = append(evs, e)
+	}
+	appendAll(t, s, evs...)
+	got, err := s.Events(context.Background(), audit.Scope{AccountID: "acme"}, audit.Filter{Limit: 10, Asc: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, e := range got {
+		order = append(order, e.ID.String()[:2])
+	}
+	if strings.Join(order, " ") != "09 0a a0 ff" {
+		t.Fatalf("order %v", order)
+	}
+}
+
+func TestStats(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	ctx := context.Background()
+	seed(t, s)
+	st, err := s.Stats(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{}, audit.Day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Total != 7 || st.DistinctActors != 3 || *st.FirstEventAt != "2026-11-20T10:00:00.000000Z" || *st.LastEventAt != "2026-11-20T16:00:00.000000Z" {
+		t.Errorf("totals: %+v", st)
+	}
+	if fmt.Sprint(st.ByAction) != "[{user.login 2} {backup.run 1} {doc.delete 1} {doc.read 1} {user.logout 1} {users.list 1}]" {
+		t.Errorf("by_action %v", st.ByAction)
+	}
+	if fmt.Sprint(st.ByActorType) != "map[service:1 system:1 user:5]" || fmt.Sprint(st.ByOutcome) != "map[denied:1 failure:1 success:5]" ||
+		fmt.Sprint(st.BySeverity) != "map[critical:1 error:1 info:4 warning:1]" {
+		t.Errorf("maps %v %v %v", st.ByActorType, st.ByOutcome, st.BySeverity)
+	}
+	if fmt.Sprint(st.Timeline) != "[{2026-11-20T00:00:00.000000Z 7}]" {
+		t.Errorf("day timeline %v", st.Timeline)
+	}
+	st, err = s.Stats(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{ActorID: "alice"}, audit.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(st.Timeline) != "[{2026-11-20T10:00:00.000000Z 1} {2026-11-20T11:00:00.000000Z 1} {2026-11-20T16:00:00.000000Z 1}]" || st.Total != 3 {
+		t.Errorf("hour timeline for alice %v", st.Timeline)
+	}
+	// An actor scope limits stats as it limits lists.
+	st, err = s.Stats(ctx, audit.Scope{AccountID: "acme", ActorID: "bob"}, audit.Filter{}, audit.Day)
+	if err != nil || st.Total != 2 || st.DistinctActors != 1 {
+		t.Errorf("bob's stats %+v, %v", st, err)
+	}
+	empty, err := s.Stats(ctx, audit.Scope{AccountID: "nobody"}, audit.Filter{}, audit.Hour)
+	if err != nil || empty.Total != 0 || empty.FirstEventAt != nil || empty.LastEventAt != nil ||
+		empty.ByAction == nil || empty.Timeline == nil || empty.ByOutcome == nil || empty.ByActorType == nil || empty.BySeverity == nil {
+		t.Errorf("empty stats %+v, %v", empty, err)
+	}
+}
+
+func TestStatsTopActionsAndBuckets(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	// 25 actions: a.00 once ... a.24 25 times, plus ties at the cut.
+	var evs []*audit.Event
+	for a := 0; a < 25; a++ {
+		for i := 0; i <= a; i++ {
+			evs = append(evs, event(t, "acme", base.Add(time.Duration(a)*time.Hour+time.Duration(i)*time.Minute),
+				fmt.Sprintf("action=a.%02d", a)))
+		}
+	}
+	evs = append(evs, event(t, "acme", base, "action=b.05"), event(t, "acme", base, "action=b.05"),
+		event(t, "acme", base, "action=b.05"), event(t, "acme", base, "action=b.05"),
+		event(t, "acme", base, "action=b.05"), event(t, "acme", base, "action=b.05"))
+	// Just before midnight and at midnight: two days.
+	evs = append(evs, event(t, "acme", time.Date(2026, 11, 19, 23, 59, 59, 999999000, time.UTC), "action=z.z"))
+	appendAll(t, s, evs...)
+	st, err := s.Stats(context.Background(), audit.Scope{AccountID: "acme"}, audit.Filter{}, audit.Day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.ByAction) != audit.TopActions {
+		t.Fatalf("%d actions, want %d", len(st.ByAction), audit.TopActions)
+	}
+	// Counts 25..7 are a.24..a.06; then the tie at 6: a.05 before b.05.
+	if st.ByAction[0] != (audit.ActionCount{Action: "a.24", Count: 25}) || st.ByAction[18] != (audit.ActionCount{Action: "a.06", Count: 7}) ||
+		st.ByAction[19] != (audit.ActionCount{Action: "a.05", Count: 6}) {
+		t.Fatalf("by_action %v", st.ByAction)
+	}
+	if len(st.Timeline) != 3 || st.Timeline[0] != (audit.Bucket{Bucket: "2026-11-19T00:00:00.000000Z", Count: 1}) ||
+		st.Timeline[1].Bucket != "2026-11-20T00:00:00.000000Z" || st.Timeline[2].Bucket != "2026-11-21T00:00:00.000000Z" {
+		t.Fatalf("timeline %v", st.Timeline)
+	}
+}
+
+func TestIsolation(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	ctx := context.Background()
+	a1 := event(t, "acme", base, "actor_id=alice")
+	a2 := event(t, "acme", base.Add(time.Second), "actor_id=bob")
+	g1 := event(t, "globex", base, "actor_id=alice")
+	appendAll(t, s, a1, a2, g1)
+	for _, c := range []struct {
+		scope audit.Scope
+		id    uuid.UUID
+		found bool
+	}{
+		{audit.Scope{AccountID: "acme"}, a1.ID, true},
+		{audit.Scope{AccountID: "acme", ActorID: "alice"}, a1.ID, true},
+		{audit.Scope{AccountID: "acme"}, g1.ID, false},
+		{audit.Scope{AccountID: "globex"}, a1.ID, false},
+		{audit.Scope{AccountID: "acme", ActorID: "alice"}, a2.ID, false},
+		{audit.Scope{AccountID: "ACME"}, a1.ID, false},
+		{audit.Scope{AccountID: "acme"}, uuid.New(), false},
+	} {
+		e, err := s.Event(ctx, c.scope, c.id)
+		if c.found && (err != nil || e.ID != c.id) {
+			t.Errorf("%+v reads %s: %v", c.scope, c.id, err)
+		}
+		if !c.found && (audit.ErrorCode(err) != audit.ENOTFOUND || e != nil) {
+			t.Errorf("%+v reads %s: %v, want not_found", c.scope, c.id, err)
+		}
+	}
+	for _, c := range []struct {
+		scope audit.Scope
+		want  int
+	}{
+		{audit.Scope{AccountID: "acme"}, 2},
+		{audit.Scope{AccountID: "acme", ActorID: "alice"}, 1},
+		{audit.Scope{AccountID: "acme", ActorID: "nobody"}, 0},
+		{audit.Scope{AccountID: "globex"}, 1},
+		{audit.Scope{AccountID: "initech"}, 0},
+	} {
+		evs, err := s.Events(ctx, c.scope, audit.Filter{Limit: 10})
+		if err != nil || len(evs) != c.want {
+			t.Errorf("%+v sees %d events, %v; want %d", c.scope, len(evs), err, c.want)
+		}
+		for _, e := range evs {
+			if e.SourceAccountID != c.scope.AccountID || (c.scope.ActorID != "" && e.ActorID != c.scope.ActorID) {
+				t.Errorf("%+v sees %s/%s", c.scope, e.SourceAccountID, e.ActorID)
+			}
+		}
+		st, err := s.Stats(ctx, c.scope, audit.Filter{}, audit.Day)
+		if err != nil || st.Total != int64(c.want) {
+			t.Errorf("%+v stats total %v, %v; want %d", c.scope, st, err, c.want)
+		}
+	}
+}
+
+// TestBatchIsAtomic: a batch that fails part-way stores nothing, in any
+// account, and the chains go on from where they were.
+func TestBatchIsAtomic(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	ctx := context.Background()
+	appendAll(t, s, event(t, "acme", time.Time{}), event(t, "globex", time.Time{}))
+	good := event(t, "acme", time.Time{})
+	bad := event(t, "globex", time.Time{})
+	bad.Outcome = "exploded" // the CHECK constraint refuses it
+	keyed := &audit.AppendItem{Event: event(t, "acme", time.Time{}), IdempotencyKey: "k", Fingerprint: "f"}
+	err := s.Append(ctx, []*audit.AppendItem{{Event: good}, keyed, {Event: bad}})
+	if err == nil || audit.ErrorCode(err) != audit.EINTERNAL {
+		t.Fatalf("bad batch: %v", err)
+	}
+	if n := len(chain(t, s, "acme")); n != 1 {
+		t.Fatalf("acme holds %d events after a failed batch, want 1", n)
+	}
+	if _, err := s.Event(ctx, audit.Scope{AccountID: "acme"}, good.ID); audit.ErrorCode(err) != audit.ENOTFOUND {
+		t.Fatalf("event of the failed batch: %v", err)
+	}
+	retry := &audit.AppendItem{Event: event(t, "acme", time.Time{}), IdempotencyKey: "k", Fingerprint: "f"}
+	appendItems := []*audit.AppendItem{retry, {Event: event(t, "globex", time.Time{})}}
+	if err := s.Append(ctx, appendItems); err != nil || retry.Replayed {
+		t.Fatalf("the key of the failed batch was kept: %v %+v", err, retry)
+	}
+	if len(chain(t, s, "acme")) != 2 || len(chain(t, s, "globex")) != 2 {
+		t.Fatal("chains did not go on")
+	}
+}
+
+// TestAppendOnly: the triggers refuse changes made directly with SQL, by a
+// connection that is not the store's.
+func TestAppendOnly(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	s := openAt(t, path)
+	e := event(t, "acme", time.Time{})
+	keyed := &audit.AppendItem{Event: event(t, "acme", time.Time{}), IdempotencyKey: "k", Fingerprint: "f"}
+	if err := s.Append(context.Background(), []*audit.AppendItem{{Event: e}, keyed}); err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	for _, c := range []struct{ sql, want string }{
+		{`UPDATE np_audit_events SET action = 'x.y'`, "np_audit_events is append-only: UPDATE is not allowed"},
+		{`UPDATE np_audit_events SET metadata = '{"a":1}' WHERE seq = 1`, "np_audit_events is append-only: UPDATE is not allowed"},
+		{`DELETE FROM np_audit_events WHERE seq = 2`, "np_audit_events is append-only: DELETE is not allowed"},
+		{`DELETE FROM np_audit_events`, "np_audit_events is append-only: DELETE is not allowed"},
+		{`INSERT OR REPLACE INTO np_audit_events SELECT * FROM np_audit_events WHERE seq = 1`, "append-only"},
+		{`REPLACE INTO np_audit_events (id, source_account_id, seq, occurred_at, recorded_at, actor_type, action, outcome, severity, prev_hash, hash)
+			SELECT '00000000-0000-7000-8000-000000000000', source_account_id, seq, occurred_at, recorded_at, actor_type, action, outcome, severity, prev_hash, hash
+			FROM np_audit_events WHERE seq = 1`, "append-only"},
+		{`INSERT INTO np_audit_events (id, source_account_id, seq, occurred_at, recorded_at, actor_type, action, outcome, severity, prev_hash, hash)
+			SELECT '00000000-0000-7000-8000-000000000000', source_account_id, 5, occurred_at, recorded_at, actor_type, action, outcome, severity, prev_hash, hash
+			FROM np_audit_events WHERE seq = 1`, "next seq"},
+		{`UPDATE np_audit_idempotency SET fingerprint = 'g'`, "np_audit_idempotency is append-only: UPDATE is not allowed"},
+		{`DELETE FROM np_audit_idempotency`, "np_audit_idempotency is append-only: DELETE is not allowed"},
+		{`INSERT OR REPLACE INTO np_audit_idempotency SELECT * FROM np_audit_idempotency`, "append-only"},
+		{`DELETE FROM np_audit_chain_heads`, "DELETE is not allowed"},
+		{`UPDATE np_audit_chain_heads SET seq = 1`, "only moves forward"},
+	} {
+		_, err := db.Exec(c.sql)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want an error containing %q", c.sql, err, c.want)
+		}
+	}
+	// Nothing changed.
+	evs := chain(t, s, "acme")
+	if len(evs) != 2 || evs[0].ID != e.ID {
+		t.Fatalf("chain after the attempts: %d events", len(evs))
+	}
+	var triggers int
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'trg_audit_immutable%'`).Scan(&triggers); err != nil || triggers != 6 {
+		t.Fatalf("%d trg_audit_immutable triggers, %v", triggers, err)
+	}
+}
+
+func TestReopenKeepsChainAndSchema(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	ctx := context.Background()
+	for round := 1; round <= 3; round++ {
+		s, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Path() != path {
+			t.Fatalf("Path() = %s", s.Path())
+		}
+		st, err := s.Migrations(ctx)
+		if err != nil || st.Applied != st.Expected || st.Expected != 1 {
+			t.Fatalf("Migrations() = %+v, %v", st, err)
+		}
+		appendAll(t, s, event(t, "acme", time.Time{}), event(t, "acme", time.Time{}))
+		if n := len(chain(t, s, "acme")); n != 2*round {
+			t.Fatalf("round %d: %d events", round, n)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db := rawDB(t, path)
+	var ledgerRows, tables int
+	db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&ledgerRows)
+	db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name LIKE 'np_audit_%'`).Scan(&tables)
+	if ledgerRows != 1 || tables != 3 {
+		t.Fatalf("ledger rows %d, tables %d", ledgerRows, tables)
+	}
+	// An applied migration that changed is refused.
+	if _, err := db.Exec(`UPDATE schema_migrations SET checksum = 'x'`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(ctx, path); err == nil || !strings.Contains(err.Error(), "changed after it was applied") {
+		t.Fatalf("Open with a changed migration: %v", err)
+	}
+}
+
+func TestFileMode(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	s := openAt(t, path)
+	appendAll(t, s, event(t, "acme", time.Time{}))
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		info, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(p), info.Mode().Perm())
+		}
+	}
+}
+
+func TestPragmas(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	for name, db := range map[string]*sql.DB{"writer": s.w, "reader": s.r} {
+		var mode string
+		var sync, busy, fk, queryOnly int
+		for _, q := range []struct {
+			sql  string
+			dest any
+		}{
+			{"PRAGMA journal_mode", &mode}, {"PRAGMA synchronous", &sync}, {"PRAGMA busy_timeout", &busy},
+			{"PRAGMA foreign_keys", &fk}, {"PRAGMA query_only", &queryOnly},
+		} {
+			if err := db.QueryRow(q.sql).Scan(q.dest); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if mode != "wal" || sync != 2 || busy < 10000 || fk != 1 || (queryOnly == 1) != (name == "reader") {
+			t.Errorf("%s: journal_mode %s synchronous %d busy_timeout %d foreign_keys %d query_only %d",
+				name, mode, sync, busy, fk, queryOnly)
+		}
+	}
+	if _, err := s.r.Exec(`INSERT INTO np_audit_chain_heads VALUES ('x', 1, 'h', 0)`); err == nil {
+		t.Error("a reader connection wrote")
+	}
+}
+
+// TestTwoStoresOneFile: two Stores on one file, as two processes would
+// have, appending concurrently: one gap-free, verified chain per account.
+func TestTwoStoresOneFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	stores := []*Store{openAt(t, path), openAt(t, path)}
+	accounts := []string{"acme", "globex", "initech"}
+	const writersPerStore, batches, size = 3, 10, 4
+	var wg sync.WaitGroup
+	errs := make(chan error, len(stores)*writersPerStore*batches)
+	for si, s := range stores {
+		for w := 0; w < writersPerStore; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for b := 0; b < batches; b++ {
+					var evs []*audit.Event
+					for i := 0; i < size; i++ {
+						evs = append(evs, event(t, accounts[(si+w+b+i)%3], time.Time{}, fmt.Sprintf("actor_id=s%dw%d", si, w)))
+					}
+					errs <- s.Append(context.Background(), items(evs...))
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := 0
+	for _, a := range accounts {
+		evs := chain(t, stores[0], a)
+		if again := chain(t, stores[1], a); len(again) != len(evs) {
+			t.Fatalf("the stores see %d and %d events of %s", len(evs), len(again), a)
+		}
+		total += len(evs)
+	}
+	if want := len(stores) * writersPerStore * batches * size; total != want {
+		t.Fatalf("chains hold %d events, want %d", total, want)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	isUnavailable := func(what string, err error) {
+		t.Helper()
+		if audit.ErrorCode(err) != audit.EUNAVAILABLE {
+			t.Errorf("%s: %v (code %q), want unavailable", what, err, audit.ErrorCode(err))
+		}
+	}
+	dir := t.TempDir()
+
+	_, err := Open(ctx, filepath.Join(dir, "missing", "audit.db"))
+	isUnavailable("open in a missing directory", err)
+	_, err = Open(ctx, dir)
+	isUnavailable("open a directory", err)
+
+	// Closed.
+	s := openAt(t, filepath.Join(dir, "closed.db"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	isUnavailable("append after close", s.Append(ctx, items(event(t, "acme", time.Time{}))))
+	_, err = s.Event(ctx, audit.Scope{AccountID: "acme"}, uuid.New())
+	isUnavailable("event after close", err)
+	_, err = s.Events(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{Limit: 1})
+	isUnavailable("events after close", err)
+	_, err = s.Chain(ctx, audit.Scope{AccountID: "acme"}, 0, 1)
+	isUnavailable("chain after close", err)
+	_, err = s.Stats(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{}, audit.Day)
+	isUnavailable("stats after close", err)
+	_, err = s.Migrations(ctx)
+	isUnavailable("migrations after close", err)
+
+	// The file removed while open: nothing more is acknowledged into it.
+	path := filepath.Join(dir, "removed.db")
+	s = openAt(t, path)
+	appendAll(t, s, event(t, "acme", time.Time{}))
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		os.Remove(p)
+	}
+	isUnavailable("append to a removed file", s.Append(ctx, items(event(t, "acme", time.Time{}))))
+	_, err = s.Migrations(ctx)
+	isUnavailable("migrations of a removed file", err)
+
+	// Locked by another writer past the busy timeout.
+	path = filepath.Join(dir, "locked.db")
+	cfg := defaultConfig()
+	cfg.busyTimeout = 200 * time.Millisecond
+	s, err = open(ctx, path, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db := rawDB(t, path)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = s.Append(ctx, items(event(t, "acme", time.Time{})))
+	isUnavailable("append while another process writes", err)
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("gave up after %v, before the busy timeout", d)
+	}
+	if !strings.Contains(err.Error(), "database unavailable") {
+		t.Errorf("cause lost: %v", err)
+	}
+	// Readers are not blocked by the writer (WAL).
+	if _, err := s.Events(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{Limit: 1}); err != nil {
+		t.Errorf("read while another process writes: %v", err)
+	}
+	conn.ExecContext(ctx, `ROLLBACK`)
+	if err := s.Append(ctx, items(event(t, "acme", time.Time{}))); err != nil {
+		t.Errorf("append after the lock was released: %v", err)
+	}
+}
+
+func TestContextCanceled(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Append(ctx, items(event(t, "acme", time.Time{}))); !errors.Is(err, context.Canceled) {
+		t.Errorf("append: %v", err)
+	}
+	if _, err := s.Events(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{Limit: 1}); !errors.Is(err, context.Canceled) {
+		t.Errorf("events: %v", err)
+	}
+	if _, err := s.Stats(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{}, audit.Day); !errors.Is(err, context.Canceled) {
+		t.Errorf("stats: %v", err)
+	}
+	if n := len(chain(t, s, "acme")); n != 0 {
+		t.Errorf("a canceled append stored %d events", n)
+	}
+}
+
+// TestConcurrentOpen: stores opening a new file at the same time create it
+// once and apply the schema once.
+func TestConcurrentOpen(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	const n = 4
+	stores := make([]*Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = Open(context.Background(), path)
+		}()
+	}
+	wg.Wait()
+	for i, s := range stores {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		t.Cleanup(func() { s.Close() })
+		appendAll(t, s, event(t, "acme", time.Time{}))
+	}
+	if got := len(chain(t, stores[0], "acme")); got != n {
+		t.Fatalf("%d events, want %d", got, n)
+	}
+	var ledgerRows int
+	if err := rawDB(t, path).QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&ledgerRows); err != nil || ledgerRows != 1 {
+		t.Fatalf("ledger rows %d, %v", ledgerRows, err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".new-") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+}
+
+// TestOddPath: any file name works, and Path returns it as given.
+func TestOddPath(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "a dir?x=1#frag%20")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "audit ?&%.db")
+	s := openAt(t, path)
+	appendAll(t, s, event(t, "acme", time.Time{}))
+	if s.Path() != path {
+		t.Fatalf("Path() = %q", s.Path())
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the database is not at the path: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 { // the file, -wal, -shm
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("files in the directory: %q", names)
+	}
+}

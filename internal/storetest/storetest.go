@@ -1,0 +1,467 @@
+// Package storetest is the contract every audit.Store must meet: one suite,
+// run by each store's tests against a real database, so the stores behave
+// the same through the interface.
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+)
+
+// Run runs the contract suite. open returns a new, empty, ready store and
+// registers its cleanup.
+func Run(t *testing.T, open func(t *testing.T) audit.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s audit.Store)
+	}{
+		{"AppendAndRead", testAppendAndRead},
+		{"ChainAcrossBatches", testChainAcrossBatches},
+		{"ConcurrentAppends", testConcurrentAppends},
+		{"Idempotency", testIdempotency},
+		{"Isolation", testIsolation},
+		{"Filters", testFilters},
+		{"Paging", testPaging},
+		{"Stats", testStats},
+		{"Metadata", testMetadata},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, open(t))
+		})
+	}
+}
+
+var base = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+
+// event returns a valid event; fields are "key=value" pairs of EventInput.
+func event(t *testing.T, account string, at time.Time, fields ...string) *audit.Event {
+	t.Helper()
+	in := &audit.EventInput{ActorID: "u1", Action: "doc.read"}
+	for _, f := range fields {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "actor_id":
+			in.ActorID = v
+		case "actor_type":
+			in.ActorType = v
+		case "action":
+			in.Action = v
+		case "resource_type":
+			in.ResourceType = v
+		case "resource_id":
+			in.ResourceID = v
+		case "outcome":
+			in.Outcome = v
+		case "severity":
+			in.Severity = v
+		case "source":
+			in.Source = v
+		case "metadata":
+			in.Metadata = []byte(v)
+		default:
+			t.Fatalf("storetest: unknown field %q", k)
+		}
+	}
+	if !at.IsZero() {
+		s := at.Format(time.RFC3339Nano)
+		in.OccurredAt = &s
+	}
+	e, err := in.Validate(account, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func appendAll(t *testing.T, s audit.Store, events ...*audit.Event) {
+	t.Helper()
+	items := make([]*audit.AppendItem, len(events))
+	for i, e := range events {
+		items[i] = &audit.AppendItem{Event: e}
+	}
+	if err := s.Append(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		if it.Err != nil || it.Replayed {
+			t.Fatalf("item: err %v replayed %v", it.Err, it.Replayed)
+		}
+	}
+}
+
+// VerifyChain reads the account's whole chain page by page, verifies it and
+// returns its length.
+func VerifyChain(t *testing.T, s audit.Store, account string) int64 {
+	t.Helper()
+	v := audit.NewChainVerifier()
+	var after int64
+	for {
+		evs, err := s.Chain(context.Background(), audit.Scope{AccountID: account}, after, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			if e.SourceAccountID != account {
+				t.Fatalf("chain of %s holds an event of %s", account, e.SourceAccountID)
+			}
+			if err := v.Check(e); err != nil {
+				t.Fatalf("account %s: %v", account, err)
+			}
+		}
+		if len(evs) < 100 {
+			n, _ := v.Head()
+			return n
+		}
+		after = evs[len(evs)-1].Seq
+	}
+}
+
+func testAppendAndRead(t *testing.T, s audit.Store) {
+	ctx := context.Background()
+	if err := s.Append(ctx, nil); err != nil {
+		t.Fatalf("empty append: %v", err)
+	}
+	e := event(t, "acme", base, "resource_type=doc", "resource_id=d1", "metadata={\"k\":[1,\"x\"]}")
+	want := *e
+	appendAll(t, s, e)
+	if e.Seq != 1 || e.PrevHash != audit.GenesisHash || len(e.Hash) != 64 {
+		t.Fatalf("first event: seq %d prev %s hash %q", e.Seq, e.PrevHash, e.Hash)
+	}
+	got, err := s.Event(ctx, audit.Scope{AccountID: "acme"}, e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Seq, want.PrevHash, want.Hash = e.Seq, e.PrevHash, e.Hash
+	if fmt.Sprintf("%+v", *got) != fmt.Sprintf("%+v", want) {
+		t.Fatalf("read back differs:\n got %+v\nwant %+v", *got, want)
+	}
+	if _, err := s.Event(ctx, audit.Scope{AccountID: "acme"}, uuid.New()); audit.ErrorCode(err) != audit.ENOTFOUND {
+		t.Fatalf("absent event: %v", err)
+	}
+	if _, err := s.Chain(ctx, audit.Scope{AccountID: "acme", ActorID: "u1"}, 0, 10); audit.ErrorCode(err) != audit.EFORBIDDEN {
+		t.Fatalf("chain with an actor scope: %v", err)
+	}
+	st, err := s.Migrations(ctx)
+	if err != nil || st.Expected == 0 || st.Applied != st.Expected {
+		t.Fatalf("Migrations() = %+v, %v", st, err)
+	}
+}
+
+func testChainAcrossBatches(t *testing.T, s audit.Store) {
+	for b := 0; b < 5; b++ {
+		var evs []*audit.Event
+		for i := 0; i < 7; i++ {
+			account := []string{"acme", "globex"}[(b+i)%2]
+			evs = append(evs, event(t, account, time.Time{}))
+		}
+		appendAll(t, s, evs...)
+	}
+	if n := VerifyChain(t, s, "acme") + VerifyChain(t, s, "globex"); n != 35 {
+		t.Fatalf("chains hold %d events, want 35", n)
+	}
+}
+
+func testConcurrentAppends(t *testing.T, s audit.Store) {
+	const writers, batches, size = 6, 8, 4
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*batches)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := 0; b < batches; b++ {
+				var items []*audit.AppendItem
+				for i := 0; i < size; i++ {
+					account := []string{"acme", "globex", "initech"}[(w+b+i)%3]
+					items = append(items, &audit.AppendItem{Event: event(t, account, time.Time{}, fmt.Sprintf("actor_id=w%d", w))})
+				}
+				errs <- s.Append(context.Background(), items)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := VerifyChain(t, s, "acme") + VerifyChain(t, s, "globex") + VerifyChain(t, s, "initech")
+	if total != writers*batches*size {
+		t.Fatalf("chains hold %d events, want %d", total, writers*batches*size)
+	}
+}
+
+func testIdempotency(t *testing.T, s audit.Store) {
+	ctx := context.Background()
+	item := func(account, key, fingerprint string) *audit.AppendItem {
+		return &audit.AppendItem{Event: event(t, account, time.Time{}), IdempotencyKey: key, Fingerprint: fingerprint}
+	}
+	first := item("acme", "k1", "f1")
+	if err := s.Append(ctx, []*audit.AppendItem{first}); err != nil || first.Replayed || first.Err != nil {
+		t.Fatalf("first: %v %+v", err, first)
+	}
+	retry, reuse, other := item("acme", "k1", "f1"), item("acme", "k1", "f2"), item("globex", "k1", "f1")
+	dupA, dupB, plain := item("acme", "k2", "f3"), item("acme", "k2", "f3"), item("acme", "", "")
+	if err := s.Append(ctx, []*audit.AppendItem{retry, reuse, other, dupA, dupB, plain}); err != nil {
+		t.Fatal(err)
+	}
+	if !retry.Replayed || retry.Err != nil || retry.Event.ID != first.Event.ID || retry.Event.Hash != first.Event.Hash {
+		t.Errorf("retry: replayed %v err %v id %s; want the first event %s", retry.Replayed, retry.Err, retry.Event.ID, first.Event.ID)
+	}
+	if audit.ErrorCode(reuse.Err) != audit.ECONFLICT || reuse.Replayed {
+		t.Errorf("reuse for another event: %v", reuse.Err)
+	}
+	if other.Replayed || other.Err != nil || other.Event.Seq != 1 {
+		t.Errorf("same key in another account: %+v", other)
+	}
+	if dupA.Replayed || !dupB.Replayed || dupB.Event.ID != dupA.Event.ID || dupB.Event.Seq != dupA.Event.Seq {
+		t.Errorf("duplicate key in one batch: A replayed %v, B replayed %v", dupA.Replayed, dupB.Replayed)
+	}
+	if plain.Replayed || plain.Err != nil {
+		t.Errorf("event without a key: %+v", plain)
+	}
+	if n := VerifyChain(t, s, "acme"); n != 3 {
+		t.Errorf("acme holds %d events, want 3 (k1, k2, no key)", n)
+	}
+}
+
+func testIsolation(t *testing.T, s audit.Store) {
+	ctx := context.Background()
+	a1 := event(t, "acme", base, "actor_id=alice")
+	a2 := event(t, "acme", base.Add(time.Second), "actor_id=bob")
+	g1 := event(t, "globex", base, "actor_id=alice")
+	appendAll(t, s, a1, a2, g1)
+	cases := []struct {
+		scope audit.Scope
+		want  int
+	}{
+		{audit.Scope{AccountID: "acme"}, 2},
+		{audit.Scope{AccountID: "acme", ActorID: "alice"}, 1},
+		{audit.Scope{AccountID: "acme", ActorID: "nobody"}, 0},
+		{audit.Scope{AccountID: "globex"}, 1},
+		{audit.Scope{AccountID: "initech"}, 0},
+	}
+	for _, c := range cases {
+		evs, err := s.Events(ctx, c.scope, audit.Filter{Limit: 10})
+		if err != nil || len(evs) != c.want {
+			t.Errorf("%+v sees %d events, %v; want %d", c.scope, len(evs), err, c.want)
+		}
+		for _, e := range evs {
+			if e.SourceAccountID != c.scope.AccountID || (c.scope.ActorID != "" && e.ActorID != c.scope.ActorID) {
+				t.Errorf("%+v sees %s/%s", c.scope, e.SourceAccountID, e.ActorID)
+			}
+		}
+		st, err := s.Stats(ctx, c.scope, audit.Filter{}, audit.Day)
+		if err != nil || st.Total != int64(c.want) {
+			t.Errorf("%+v stats total %v, %v; want %d", c.scope, st, err, c.want)
+		}
+	}
+	// An actor filter cannot widen an actor scope.
+	if evs, _ := s.Events(ctx, audit.Scope{AccountID: "acme", ActorID: "alice"}, audit.Filter{ActorID: "bob", Limit: 10}); len(evs) != 0 {
+		t.Errorf("actor scope widened by a filter: %d events", len(evs))
+	}
+	for _, c := range []struct {
+		scope audit.Scope
+		id    uuid.UUID
+	}{
+		{audit.Scope{AccountID: "acme"}, g1.ID},
+		{audit.Scope{AccountID: "globex"}, a1.ID},
+		{audit.Scope{AccountID: "acme", ActorID: "alice"}, a2.ID},
+	} {
+		if _, err := s.Event(ctx, c.scope, c.id); audit.ErrorCode(err) != audit.ENOTFOUND {
+			t.Errorf("%+v reads %s: %v", c.scope, c.id, err)
+		}
+	}
+}
+
+// seed appends seven events to acme, an hour apart, and one to globex;
+// it returns their ids by letter.
+func seed(t *testing.T, s audit.Store) map[uuid.UUID]string {
+	rows := [][]string{
+		{"actor_id=alice", "action=user.login", "resource_type=session", "resource_id=s1", "source=auth"},
+		{"actor_id=alice", "action=user.logout", "resource_type=session", "resource_id=s1", "source=auth"},
+		{"actor_id=bob", "action=user.login", "outcome=failure", "severity=warning", "source=auth"},
+		{"actor_id=bob", "action=doc.delete", "resource_type=doc", "resource_id=d9", "outcome=denied", "severity=critical", "source=files"},
+		{"actor_id=", "actor_type=system", "action=backup.run", "source=cron"},
+		{"actor_id=svc-1", "actor_type=service", "action=doc.read", "resource_type=doc", "resource_id=d9", "source=files"},
+		{"actor_id=alice", "action=users.list", "severity=error", "source=admin"},
+	}
+	names := map[uuid.UUID]string{}
+	var evs []*audit.Event
+	for i, fields := range rows {
+		e := event(t, "acme", base.Add(time.Duration(i)*time.Hour), fields...)
+		names[e.ID] = string(rune('a' + i))
+		evs = append(evs, e)
+	}
+	evs = append(evs, event(t, "globex", base, "actor_id=alice", "action=user.login"))
+	appendAll(t, s, evs...)
+	return names
+}
+
+func letters(names map[uuid.UUID]string, evs []*audit.Event) string {
+	var b strings.Builder
+	for _, e := range evs {
+		n, ok := names[e.ID]
+		if !ok {
+			n = "?"
+		}
+		b.WriteString(n)
+	}
+	return b.String()
+}
+
+func testFilters(t *testing.T, s audit.Store) {
+	names := seed(t, s)
+	at := func(h int) time.Time { return base.Add(time.Duration(h) * time.Hour) }
+	cases := []struct {
+		f    audit.Filter
+		want string
+	}{
+		{audit.Filter{}, "gfedcba"},
+		{audit.Filter{Asc: true}, "abcdefg"},
+		{audit.Filter{Limit: 2}, "gfe"}, // Limit+1: the extra event says another page exists
+		{audit.Filter{ActorID: "alice"}, "gba"},
+		{audit.Filter{ActorType: "system"}, "e"},
+		{audit.Filter{Action: "user.login"}, "ca"},
+		{audit.Filter{ActionPrefix: "user."}, "cba"},
+		{audit.Filter{ActionPrefix: "doc.", Asc: true}, "df"},
+		{audit.Filter{ResourceType: "doc"}, "fd"},
+		{audit.Filter{ResourceType: "doc", ResourceID: "d9"}, "fd"},
+		{audit.Filter{ResourceID: "s1"}, "ba"},
+		{audit.Filter{Outcome: "denied"}, "d"},
+		{audit.Filter{Severity: "info"}, "feba"},
+		{audit.Filter{Source: "files"}, "fd"},
+		{audit.Filter{Since: at(2)}, "gfedc"},
+		{audit.Filter{Until: at(2)}, "ba"},
+		{audit.Filter{Since: at(1), Until: at(3)}, "cb"},
+		{audit.Filter{ActorID: "alice", ActionPrefix: "user.", Since: at(1)}, "b"},
+		{audit.Filter{ActorID: "' OR '1'='1"}, ""},
+		{audit.Filter{ResourceID: "x'; DROP TABLE np_audit_events; --"}, ""},
+	}
+	for _, c := range cases {
+		if c.f.Limit == 0 {
+			c.f.Limit = audit.DefaultLimit
+		}
+		evs, err := s.Events(context.Background(), audit.Scope{AccountID: "acme"}, c.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := letters(names, evs); got != c.want {
+			t.Errorf("%+v: got %q, want %q", c.f, got, c.want)
+		}
+	}
+}
+
+func testPaging(t *testing.T, s audit.Store) {
+	// 30 events, three to a timestamp: ties are broken by id.
+	var evs []*audit.Event
+	for i := 0; i < 30; i++ {
+		evs = append(evs, event(t, "acme", base.Add(time.Duration(i/3)*time.Second)))
+	}
+	appendAll(t, s, evs...)
+	for _, asc := range []bool{false, true} {
+		var got []*audit.Event
+		f := audit.Filter{Limit: 4, Asc: asc}
+		for page := 0; page < 20; page++ {
+			evs, err := s.Events(context.Background(), audit.Scope{AccountID: "acme"}, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) <= f.Limit {
+				got = append(got, evs...)
+				break
+			}
+			got = append(got, evs[:f.Limit]...)
+			last := evs[f.Limit-1]
+			f.After = &audit.Cursor{OccurredAt: last.OccurredAt, ID: last.ID}
+		}
+		if len(got) != 30 {
+			t.Fatalf("asc=%v: walked %d events, want 30", asc, len(got))
+		}
+		for i := 1; i < len(got); i++ {
+			a, b := got[i-1], got[i]
+			before := a.OccurredAt.Before(b.OccurredAt) || (a.OccurredAt.Equal(b.OccurredAt) && a.ID.String() < b.ID.String())
+			if before != asc {
+				t.Fatalf("asc=%v: events %d and %d out of order", asc, i-1, i)
+			}
+		}
+	}
+}
+
+func testStats(t *testing.T, s audit.Store) {
+	seed(t, s)
+	st, err := s.Stats(context.Background(), audit.Scope{AccountID: "acme"}, audit.Filter{}, audit.Day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Total != 7 || st.DistinctActors != 3 || *st.FirstEventAt != "2026-11-20T10:00:00.000000Z" || *st.LastEventAt != "2026-11-20T16:00:00.000000Z" {
+		t.Errorf("totals: %+v", st)
+	}
+	wantActions := "user.login=2 backup.run=1 doc.delete=1 doc.read=1 user.logout=1 users.list=1"
+	var gotActions []string
+	for _, a := range st.ByAction {
+		gotActions = append(gotActions, fmt.Sprintf("%s=%d", a.Action, a.Count))
+	}
+	if strings.Join(gotActions, " ") != wantActions {
+		t.Errorf("by_action %v, want %s", gotActions, wantActions)
+	}
+	wantMaps := map[string]map[string]int64{
+		"actor_type": {"user": 5, "system": 1, "service": 1},
+		"outcome":    {"success": 5, "failure": 1, "denied": 1},
+		"severity":   {"info": 4, "warning": 1, "critical": 1, "error": 1},
+	}
+	for name, got := range map[string]map[string]int64{"actor_type": st.ByActorType, "outcome": st.ByOutcome, "severity": st.BySeverity} {
+		if fmt.Sprint(got) != fmt.Sprint(wantMaps[name]) {
+			t.Errorf("by_%s = %v, want %v", name, got, wantMaps[name])
+		}
+	}
+	if len(st.Timeline) != 1 || st.Timeline[0] != (audit.Bucket{Bucket: "2026-11-20T00:00:00.000000Z", Count: 7}) {
+		t.Errorf("day timeline %v", st.Timeline)
+	}
+	st, err = s.Stats(context.Background(), audit.Scope{AccountID: "acme"}, audit.Filter{ActorID: "alice"}, audit.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []audit.Bucket{
+		{Bucket: "2026-11-20T10:00:00.000000Z", Count: 1},
+		{Bucket: "2026-11-20T11:00:00.000000Z", Count: 1},
+		{Bucket: "2026-11-20T16:00:00.000000Z", Count: 1},
+	}
+	if fmt.Sprint(st.Timeline) != fmt.Sprint(want) || st.Total != 3 {
+		t.Errorf("hour timeline for alice %v, want %v", st.Timeline, want)
+	}
+	empty, err := s.Stats(context.Background(), audit.Scope{AccountID: "nobody"}, audit.Filter{}, audit.Day)
+	if err != nil || empty.Total != 0 || empty.FirstEventAt != nil || empty.ByAction == nil || empty.Timeline == nil || empty.ByOutcome == nil {
+		t.Errorf("empty stats %+v, %v", empty, err)
+	}
+}
+
+// testMetadata: metadata reads back byte for byte as hashed, whatever the
+// store does to JSON internally.
+func testMetadata(t *testing.T, s audit.Store) {
+	meta := `{"z":1,"a":{"big":12345678901234567890,"tiny":1e-7,"s":"é\u2028\t\"q\""},"list":[true,null,1.50]}`
+	e := event(t, "acme", time.Time{}, "metadata="+meta)
+	canon := string(e.Metadata)
+	appendAll(t, s, e)
+	got, err := s.Event(context.Background(), audit.Scope{AccountID: "acme"}, e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Metadata) != canon {
+		t.Fatalf("metadata\n got %s\nwant %s", got.Metadata, canon)
+	}
+	if VerifyChain(t, s, "acme") != 1 {
+		t.Fatal("chain")
+	}
+}
