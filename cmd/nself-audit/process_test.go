@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/pgtest"
 	"github.com/nself-org/nself-audit/internal/postgres"
 	"github.com/nself-org/nself-audit/internal/sqlite"
@@ -366,5 +368,95 @@ func TestEmbeddedTwoProcesses(t *testing.T) {
 	defer store.Close()
 	if counts := verifyChains(t, store, "acme", "globex"); counts["acme"]+counts["globex"] != clients*each {
 		t.Fatalf("chains %v, want %d events", counts, clients*each)
+	}
+}
+
+// TestKill9KeepsAcknowledged: under concurrent load, the process is killed
+// with SIGKILL; after a restart on the same store, every event that got a
+// 201 is there and every chain verifies.
+func TestKill9KeepsAcknowledged(t *testing.T) {
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			var env []string
+			if store == "postgres" {
+				env = []string{"DATABASE_URL=" + pgtest.Default.NewDatabase(t), "PLUGIN_INTERNAL_SECRET=" + testSecret}
+			} else {
+				env = []string{"NSELF_AUDIT_DATA_DIR=" + t.TempDir(), "PLUGIN_INTERNAL_SECRET=" + testSecret}
+			}
+			p := runProcess(t, env...)
+			var mu sync.Mutex
+			acked := map[string]bool{}
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			client := &http.Client{Timeout: 5 * time.Second}
+			for c := 0; c < 8; c++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						req, _ := http.NewRequest("POST", p.url+"/api/v1/events", strings.NewReader(
+							fmt.Sprintf(`{"actor_id":"c%d","action":"crash.test","metadata":{"i":%d}}`, c, i)))
+						req.Header.Set("Authorization", "Bearer "+testSecret)
+						req.Header.Set("X-Source-Account-Id", []string{"acme", "globex"}[c%2])
+						res, err := client.Do(req)
+						if err != nil {
+							continue // the process is gone: not acknowledged
+						}
+						var body struct{ ID string }
+						err = json.NewDecoder(res.Body).Decode(&body)
+						res.Body.Close()
+						if res.StatusCode == 201 && err == nil {
+							mu.Lock()
+							acked[body.ID] = true
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			time.Sleep(700 * time.Millisecond)
+			p.cmd.Process.Kill()
+			<-p.exited
+			time.Sleep(200 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			if len(acked) == 0 {
+				t.Fatal("no event was acknowledged before the kill")
+			}
+
+			p2 := runProcess(t, env...)
+			for id := range acked {
+				if r := p2.do("GET", "/api/v1/events/"+id, pluginHeaders(""), ""); r.status == 404 {
+					// The account header decides visibility: look in both.
+					r1 := p2.do("GET", "/api/v1/events/"+id, pluginHeaders("acme"), "")
+					r2 := p2.do("GET", "/api/v1/events/"+id, pluginHeaders("globex"), "")
+					if r1.status != 200 && r2.status != 200 {
+						t.Errorf("acknowledged event %s lost", id)
+					}
+				}
+			}
+			p2.stop()
+			var st audit.Store
+			var err error
+			if store == "postgres" {
+				st, err = postgres.Open(context.Background(), strings.TrimPrefix(env[0], "DATABASE_URL="))
+			} else {
+				st, err = sqlite.Open(context.Background(), filepath.Join(strings.TrimPrefix(env[0], "NSELF_AUDIT_DATA_DIR="), "nself-audit.db"))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			counts := verifyChains(t, st, "acme", "globex")
+			if counts["acme"]+counts["globex"] < len(acked) {
+				t.Fatalf("%d events stored, %d acknowledged", counts["acme"]+counts["globex"], len(acked))
+			}
+			t.Logf("%s: %d acknowledged before SIGKILL, %d stored, chains verify", store, len(acked), counts["acme"]+counts["globex"])
+		})
 	}
 }
