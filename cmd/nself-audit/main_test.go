@@ -27,7 +27,7 @@ const testSecret = "test-plugin-secret-0123456789abcdef"
 // service is one running nself-audit, wired as in production, on its own
 // database and port.
 type service struct {
-	t     *testing.T
+	t     testing.TB
 	url   string // base URL
 	dbURL string // superuser URL of its database
 	main  *Main
@@ -60,7 +60,7 @@ func eachStore(t *testing.T, fn func(t *testing.T, store string)) {
 
 // start runs the service on a fresh database of the store given
 // ("postgres" or "sqlite").
-func start(t *testing.T, store string, opts ...option) *service {
+func start(t testing.TB, store string, opts ...option) *service {
 	t.Helper()
 	switch store {
 	case "postgres":
@@ -74,7 +74,7 @@ func start(t *testing.T, store string, opts ...option) *service {
 
 // startOn runs the service on the PostgreSQL database dbURL, or on the
 // SQLite file sqlitePath.
-func startOn(t *testing.T, dbURL, sqlitePath string, opts ...option) *service {
+func startOn(t testing.TB, dbURL, sqlitePath string, opts ...option) *service {
 	t.Helper()
 	cfg := &Config{DatabaseURL: dbURL, SQLitePath: sqlitePath, Host: "127.0.0.1", Port: 0, Secret: testSecret}
 	for _, o := range opts {
