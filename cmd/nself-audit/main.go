@@ -46,6 +46,8 @@ const usage = `nself-audit: the audit log of an nSelf stack.
 Usage:
   nself-audit            serve the HTTP API (same as "nself-audit serve")
   nself-audit migrate    apply the database migrations and exit
+  nself-audit verify --file events.ndjson
+                         verify an export offline (no server, no database)
   nself-audit version    print the version
 
 Environment: DATABASE_URL (PostgreSQL; unset or sqlite:PATH for the embedded
@@ -74,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "verify":
+		return verifyFile(args[1:], stdout, stderr)
 	case "serve", "migrate":
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "nself-audit %s: takes no arguments\n", verb)

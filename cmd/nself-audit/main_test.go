@@ -150,7 +150,7 @@ func (s *service) do(method, path string, headers map[string]string, body string
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	r := &response{status: res.StatusCode, header: res.Header, raw: raw}
-	if len(raw) > 0 {
+	if len(raw) > 0 && strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
 			s.t.Fatalf("%s %s: answer is not a JSON object (%v): %s", method, path, err, raw)
 		}

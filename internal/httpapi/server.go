@@ -73,6 +73,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/events/{id}", api(s.handleGetEvent))
 	mux.Handle("GET /api/v1/actors/{actor_id}/events", api(s.handleActorEvents))
 	mux.Handle("GET /api/v1/stats", api(s.handleStats))
+	mux.Handle("GET /api/v1/verify", api(s.handleVerify))
+	mux.Handle("GET /api/v1/events/export", api(s.handleExport))
 
 	return withRequestID(s.withLogAndRecover(s.notFound(mux)))
 }
