@@ -110,3 +110,48 @@ func FormatTimePtr(t time.Time) *string {
 	s := FormatTime(t)
 	return &s
 }
+
+// StoredKey is what a store found for an idempotency key already used.
+type StoredKey struct {
+	Fingerprint string
+	Event       *Event // the event stored under the key; nil if not visible
+}
+
+// ResolveKeys answers the items whose idempotency key is in known or
+// repeats an earlier item of the batch (Replayed with the original event,
+// or Err ECONFLICT when the fingerprint differs), and returns the items
+// still to be stored. Stores call it while the account's chain head is
+// locked, so known is complete.
+func ResolveKeys(items []*AppendItem, known map[string]StoredKey) []*AppendItem {
+	firstInBatch := map[string]*AppendItem{}
+	var fresh []*AppendItem
+	for _, it := range items {
+		k := it.IdempotencyKey
+		if k == "" {
+			fresh = append(fresh, it)
+			continue
+		}
+		if st, ok := known[k]; ok {
+			answerReplay(it, st.Fingerprint, st.Event)
+			continue
+		}
+		if first, ok := firstInBatch[k]; ok {
+			answerReplay(it, first.Fingerprint, first.Event)
+			continue
+		}
+		firstInBatch[k] = it
+		fresh = append(fresh, it)
+	}
+	return fresh
+}
+
+func answerReplay(it *AppendItem, fingerprint string, original *Event) {
+	switch {
+	case fingerprint != it.Fingerprint:
+		it.Err = Errorf(ECONFLICT, "Idempotency-Key was already used for a different event")
+	case original == nil: // cannot happen while the tables are append-only
+		it.Err = Errorf(ECONFLICT, "Idempotency-Key was already used; its event is not visible")
+	default:
+		it.Event, it.Replayed = original, true
+	}
+}

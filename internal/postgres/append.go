@@ -176,35 +176,9 @@ func resolveKeys(ctx context.Context, tx pgx.Tx, account string, items []*audit.
 		}
 	}
 
-	firstInBatch := map[string]*audit.AppendItem{}
-	var fresh []*audit.AppendItem
-	for _, it := range items {
-		k := it.IdempotencyKey
-		if k == "" {
-			fresh = append(fresh, it)
-			continue
-		}
-		if st, ok := known[k]; ok {
-			answerReplay(it, st.fingerprint, originals[st.id])
-			continue
-		}
-		if first, ok := firstInBatch[k]; ok {
-			answerReplay(it, first.Fingerprint, first.Event)
-			continue
-		}
-		firstInBatch[k] = it
-		fresh = append(fresh, it)
+	storedKeys := make(map[string]audit.StoredKey, len(known))
+	for k, st := range known {
+		storedKeys[k] = audit.StoredKey{Fingerprint: st.fingerprint, Event: originals[st.id]}
 	}
-	return fresh, nil
-}
-
-func answerReplay(it *audit.AppendItem, fingerprint string, original *audit.Event) {
-	switch {
-	case fingerprint != it.Fingerprint:
-		it.Err = audit.Errorf(audit.ECONFLICT, "Idempotency-Key was already used for a different event")
-	case original == nil: // cannot happen while the tables are append-only
-		it.Err = audit.Errorf(audit.ECONFLICT, "Idempotency-Key was already used; its event is not visible")
-	default:
-		it.Event, it.Replayed = original, true
-	}
+	return audit.ResolveKeys(items, storedKeys), nil
 }
