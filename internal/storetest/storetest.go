@@ -325,41 +325,62 @@ func testFilters(t *testing.T, s audit.Store) {
 	names := seed(t, s)
 	at := func(h int) time.Time { return base.Add(time.Duration(h) * time.Hour) }
 	cases := []struct {
-		f    audit.Filter
-		want string
+		scope audit.Scope
+		f     audit.Filter
+		want  string
 	}{
-		{audit.Filter{}, "gfedcba"},
-		{audit.Filter{Asc: true}, "abcdefg"},
-		{audit.Filter{Limit: 2}, "gfe"}, // Limit+1: the extra event says another page exists
-		{audit.Filter{ActorID: "alice"}, "gba"},
-		{audit.Filter{ActorType: "system"}, "e"},
-		{audit.Filter{Action: "user.login"}, "ca"},
-		{audit.Filter{ActionPrefix: "user."}, "cba"},
-		{audit.Filter{ActionPrefix: "doc.", Asc: true}, "df"},
-		{audit.Filter{ResourceType: "doc"}, "fd"},
-		{audit.Filter{ResourceType: "doc", ResourceID: "d9"}, "fd"},
-		{audit.Filter{ResourceID: "s1"}, "ba"},
-		{audit.Filter{Outcome: "denied"}, "d"},
-		{audit.Filter{Severity: "info"}, "feba"},
-		{audit.Filter{Source: "files"}, "fd"},
-		{audit.Filter{Since: at(2)}, "gfedc"},
-		{audit.Filter{Until: at(2)}, "ba"},
-		{audit.Filter{Since: at(1), Until: at(3)}, "cb"},
-		{audit.Filter{ActorID: "alice", ActionPrefix: "user.", Since: at(1)}, "b"},
-		{audit.Filter{ActorID: "' OR '1'='1"}, ""},
-		{audit.Filter{ResourceID: "x'; DROP TABLE np_audit_events; --"}, ""},
+		{audit.Scope{}, audit.Filter{}, "gfedcba"},
+		{audit.Scope{}, audit.Filter{Asc: true}, "abcdefg"},
+		{audit.Scope{}, audit.Filter{Limit: 2}, "gfe"},
+		{audit.Scope{}, audit.Filter{Limit: 2, Asc: true}, "abc"},
+		{audit.Scope{}, audit.Filter{ActorID: "alice"}, "gba"},
+		{audit.Scope{}, audit.Filter{ActorID: ""}, "gfedcba"},
+		{audit.Scope{}, audit.Filter{ActorType: "system"}, "e"},
+		{audit.Scope{}, audit.Filter{ActorType: "service"}, "f"},
+		{audit.Scope{}, audit.Filter{Action: "user.login"}, "ca"},
+		{audit.Scope{}, audit.Filter{Action: "user"}, ""},
+		{audit.Scope{}, audit.Filter{ActionPrefix: "user."}, "cba"}, // not users.list
+		{audit.Scope{}, audit.Filter{ActionPrefix: "users."}, "g"},
+		{audit.Scope{}, audit.Filter{ActionPrefix: "doc.", Asc: true}, "df"},
+		{audit.Scope{}, audit.Filter{ActionPrefix: "nothing."}, ""},
+		{audit.Scope{}, audit.Filter{ResourceType: "doc"}, "fd"},
+		{audit.Scope{}, audit.Filter{ResourceType: "doc", ResourceID: "d9"}, "fd"},
+		{audit.Scope{}, audit.Filter{ResourceID: "s1"}, "ba"},
+		{audit.Scope{}, audit.Filter{Outcome: "denied"}, "d"},
+		{audit.Scope{}, audit.Filter{Outcome: "failure"}, "c"},
+		{audit.Scope{}, audit.Filter{Severity: "info"}, "feba"},
+		{audit.Scope{}, audit.Filter{Source: "files"}, "fd"},
+		{audit.Scope{}, audit.Filter{Since: at(2)}, "gfedc"},                                      // inclusive
+		{audit.Scope{}, audit.Filter{Since: at(2).Add(time.Microsecond)}, "gfed"},                 // at µs resolution
+		{audit.Scope{}, audit.Filter{Until: at(2)}, "ba"},                                         // exclusive
+		{audit.Scope{}, audit.Filter{Until: at(2).Add(time.Microsecond)}, "cba"},                  // at µs resolution
+		{audit.Scope{}, audit.Filter{Since: at(1), Until: at(3)}, "cb"},                           // both
+		{audit.Scope{}, audit.Filter{ActorID: "alice", ActionPrefix: "user.", Since: at(1)}, "b"}, // combined
+		{audit.Scope{}, audit.Filter{ActorID: "' OR '1'='1"}, ""},
+		{audit.Scope{}, audit.Filter{ResourceID: "x'; DROP TABLE np_audit_events; --"}, ""},
+		{audit.Scope{ActorID: "bob"}, audit.Filter{}, "dc"},
+		{audit.Scope{ActorID: "bob"}, audit.Filter{ActorID: "alice"}, ""}, // a filter cannot widen the scope
+		{audit.Scope{AccountID: "globex"}, audit.Filter{}, "?"},
+		{audit.Scope{AccountID: "initech"}, audit.Filter{}, ""},
 	}
 	for _, c := range cases {
+		if c.scope.AccountID == "" {
+			c.scope.AccountID = "acme"
+		}
 		if c.f.Limit == 0 {
 			c.f.Limit = audit.DefaultLimit
 		}
-		evs, err := s.Events(context.Background(), audit.Scope{AccountID: "acme"}, c.f)
+		evs, err := s.Events(context.Background(), c.scope, c.f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := letters(names, evs); got != c.want {
-			t.Errorf("%+v: got %q, want %q", c.f, got, c.want)
+			t.Errorf("%+v %+v: got %q, want %q", c.scope, c.f, got, c.want)
 		}
+	}
+	// The table is intact after the injection attempts.
+	if n := VerifyChain(t, s, "acme"); n != 7 {
+		t.Fatalf("acme holds %d events", n)
 	}
 }
 
@@ -440,6 +461,11 @@ func testStats(t *testing.T, s audit.Store) {
 	}
 	if fmt.Sprint(st.Timeline) != fmt.Sprint(want) || st.Total != 3 {
 		t.Errorf("hour timeline for alice %v, want %v", st.Timeline, want)
+	}
+	// An actor scope limits stats as it limits lists.
+	st, err = s.Stats(context.Background(), audit.Scope{AccountID: "acme", ActorID: "bob"}, audit.Filter{}, audit.Day)
+	if err != nil || st.Total != 2 || st.DistinctActors != 1 {
+		t.Errorf("bob's stats %+v, %v", st, err)
 	}
 	empty, err := s.Stats(context.Background(), audit.Scope{AccountID: "nobody"}, audit.Filter{}, audit.Day)
 	if err != nil || empty.Total != 0 || empty.FirstEventAt != nil || empty.ByAction == nil || empty.Timeline == nil || empty.ByOutcome == nil {
