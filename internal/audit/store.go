@@ -95,6 +95,28 @@ type Store interface {
 	// are ignored).
 	Stats(ctx context.Context, scope Scope, f Filter, iv Interval) (*Stats, error)
 
+	// Checkpoint signs the account's chain head with sign, unless the
+	// account's latest checkpoint already covers it: then it returns that
+	// one and false. It holds the account's head lock, so checkpoints of an
+	// account chain one after another, from any number of processes. It is
+	// ENOTFOUND when the account has no events. The new checkpoint's
+	// SourceAccountID, Seq, Hash, PrevSignature and CreatedAt (now) are set
+	// before sign is called.
+	Checkpoint(ctx context.Context, scope Scope, now time.Time, sign func(*Checkpoint) error) (*Checkpoint, bool, error)
+
+	// Checkpoints returns at most limit checkpoints of the account with
+	// fromSeq <= seq <= toSeq (0: unbounded), in seq order.
+	Checkpoints(ctx context.Context, scope Scope, fromSeq, toSeq int64, limit int) ([]*Checkpoint, error)
+
+	// LatestCheckpoint returns the account's newest checkpoint, or ENOTFOUND.
+	LatestCheckpoint(ctx context.Context, scope Scope) (*Checkpoint, error)
+
+	// DueCheckpoints lists, in order, the accounts whose chain head is
+	// ahead of their latest checkpoint by at least minEvents events, or
+	// ahead at all while that checkpoint is older than maxAge at now or
+	// does not exist.
+	DueCheckpoints(ctx context.Context, minEvents int64, maxAge time.Duration, now time.Time) ([]string, error)
+
 	// Migrations reports how many migrations are applied and expected. It
 	// is EUNAVAILABLE when the database does not answer.
 	Migrations(ctx context.Context) (MigrationStatus, error)
