@@ -39,10 +39,18 @@
 // # Append-only
 //
 // Triggers named trg_audit_immutable_* abort UPDATE and DELETE of
-// np_audit_events and np_audit_idempotency, whoever connects to the file,
-// and refuse an event that is not its account's next seq or reuses an id
-// (which also stops INSERT OR REPLACE from deleting rows). The chain heads
-// only move forward, to stored events. DROP TABLE and editing the file's
+// np_audit_events, np_audit_idempotency and np_audit_checkpoints, whoever
+// connects to the file, and refuse an event that is not its account's next
+// seq or reuses an id, and a checkpoint that does not follow its account's
+// latest one at a stored event (which also stops INSERT OR REPLACE from
+// deleting rows). The chain heads only move forward, to stored events.
+//
+// # Checkpoints
+//
+// Checkpoint runs in a BEGIN IMMEDIATE transaction like Append: it reads
+// the account's chain head and latest checkpoint under the write lock, so
+// checkpoints of an account chain one after another (each signing the
+// previous one's signature) however many processes make them. DROP TABLE and editing the file's
 // bytes cannot be prevented by SQLite; the hash chain detects both.
 package sqlite
 

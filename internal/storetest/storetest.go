@@ -5,6 +5,7 @@ package storetest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) audit.Store) {
 		{"Paging", testPaging},
 		{"Stats", testStats},
 		{"Metadata", testMetadata},
+		{"Checkpoints", testCheckpoints},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -489,5 +491,107 @@ func testMetadata(t *testing.T, s audit.Store) {
 	}
 	if VerifyChain(t, s, "acme") != 1 {
 		t.Fatal("chain")
+	}
+}
+
+func testCheckpoints(t *testing.T, s audit.Store) {
+	ctx := context.Background()
+	signer := audit.NewSigner(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	acme := audit.Scope{AccountID: "acme"}
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 123456789, time.UTC)
+
+	if _, _, err := s.Checkpoint(ctx, acme, t0, signer.Sign); audit.ErrorCode(err) != audit.ENOTFOUND {
+		t.Fatalf("checkpoint of an empty account: %v", err)
+	}
+	if _, err := s.LatestCheckpoint(ctx, acme); audit.ErrorCode(err) != audit.ENOTFOUND {
+		t.Fatalf("latest of none: %v", err)
+	}
+	due, err := s.DueCheckpoints(ctx, 1000, time.Minute, t0)
+	if err != nil || len(due) != 0 {
+		t.Fatalf("due with no events: %v %v", due, err)
+	}
+
+	for i := 0; i < 3; i++ {
+		appendAll(t, s, event(t, "acme", time.Time{}))
+	}
+	appendAll(t, s, event(t, "globex", time.Time{}))
+	// Without a checkpoint, any account with events is due.
+	if due, err := s.DueCheckpoints(ctx, 1000, time.Hour, t0); err != nil || fmt.Sprint(due) != "[acme globex]" {
+		t.Fatalf("due before any checkpoint: %v %v", due, err)
+	}
+	c1, created, err := s.Checkpoint(ctx, acme, t0, signer.Sign)
+	if err != nil || !created {
+		t.Fatalf("first checkpoint: %v created=%v", err, created)
+	}
+	if c1.Seq != 3 || c1.SourceAccountID != "acme" || c1.PrevSignature != "" || c1.KeyID != signer.KeyID() ||
+		!c1.CreatedAt.Equal(t0.Truncate(time.Microsecond)) {
+		t.Fatalf("first checkpoint %+v", c1)
+	}
+	head, _ := s.Chain(ctx, acme, 2, 1)
+	if len(head) != 1 || c1.Hash != head[0].Hash {
+		t.Fatalf("checkpoint hash %s is not the head's", c1.Hash)
+	}
+	// Nothing new: the same checkpoint, not a new one.
+	again, created, err := s.Checkpoint(ctx, acme, t0.Add(time.Minute), signer.Sign)
+	if err != nil || created || again.Signature != c1.Signature {
+		t.Fatalf("checkpoint without new events: created=%v %v", created, err)
+	}
+	// The head moved by 2 events: due by count at 2, by age after maxAge.
+	appendAll(t, s, event(t, "acme", time.Time{}), event(t, "acme", time.Time{}))
+	for _, c := range []struct {
+		min  int64
+		age  time.Duration
+		now  time.Time
+		want string
+	}{
+		{2, time.Hour, t0, "[acme globex]"},
+		{3, time.Hour, t0, "[globex]"},
+		{3, time.Minute, t0.Add(2 * time.Minute), "[acme globex]"},
+	} {
+		if due, err := s.DueCheckpoints(ctx, c.min, c.age, c.now); err != nil || fmt.Sprint(due) != c.want {
+			t.Errorf("due(min %d, age %v): %v %v; want %s", c.min, c.age, due, err, c.want)
+		}
+	}
+	c2, created, err := s.Checkpoint(ctx, acme, t0.Add(time.Second), signer.Sign)
+	if err != nil || !created || c2.Seq != 5 || c2.PrevSignature != c1.Signature {
+		t.Fatalf("second checkpoint %+v created=%v %v", c2, created, err)
+	}
+	latest, err := s.LatestCheckpoint(ctx, acme)
+	if err != nil || latest.Signature != c2.Signature {
+		t.Fatalf("latest: %+v %v", latest, err)
+	}
+	all, err := s.Checkpoints(ctx, acme, 0, 0, 100)
+	if err != nil || len(all) != 2 || all[0].Seq != 3 || all[1].Seq != 5 {
+		t.Fatalf("checkpoints: %d %v", len(all), err)
+	}
+	for _, c := range all {
+		if err := audit.VerifyCheckpoint(c, signer.PublicKey()); err != nil {
+			t.Errorf("read back: %v", err)
+		}
+	}
+	for _, c := range []struct {
+		from, to int64
+		limit    int
+		want     int
+	}{{4, 0, 100, 1}, {0, 4, 100, 1}, {3, 5, 100, 2}, {0, 0, 1, 1}, {6, 0, 100, 0}} {
+		if got, err := s.Checkpoints(ctx, acme, c.from, c.to, c.limit); err != nil || len(got) != c.want {
+			t.Errorf("Checkpoints(%d, %d, %d) = %d, %v; want %d", c.from, c.to, c.limit, len(got), err, c.want)
+		}
+	}
+	// Other accounts see nothing of acme's; an actor scope is refused.
+	if got, _ := s.Checkpoints(ctx, audit.Scope{AccountID: "globex"}, 0, 0, 100); len(got) != 0 {
+		t.Errorf("globex sees %d checkpoints", len(got))
+	}
+	if _, _, err := s.Checkpoint(ctx, audit.Scope{AccountID: "acme", ActorID: "u1"}, t0, signer.Sign); audit.ErrorCode(err) != audit.EFORBIDDEN {
+		t.Errorf("checkpoint with an actor scope: %v", err)
+	}
+	// A failing signer stores nothing.
+	appendAll(t, s, event(t, "acme", time.Time{}))
+	boom := fmt.Errorf("no key")
+	if _, _, err := s.Checkpoint(ctx, acme, t0, func(*audit.Checkpoint) error { return boom }); err == nil {
+		t.Error("a failing signer's error was not returned")
+	}
+	if got, _ := s.Checkpoints(ctx, acme, 0, 0, 100); len(got) != 2 {
+		t.Errorf("%d checkpoints after a failed signature, want 2", len(got))
 	}
 }
