@@ -86,6 +86,11 @@ CREATE TRIGGER trg_audit_immutable
 CREATE TRIGGER trg_audit_immutable_truncate
     BEFORE TRUNCATE ON np_nself_audit.np_audit_events
     FOR EACH STATEMENT EXECUTE FUNCTION np_nself_audit.audit_immutable();
+-- ALWAYS: the triggers fire under session_replication_role = replica too,
+-- the usual way to skip triggers. (A superuser can still disable them
+-- explicitly; see docs/SECURITY.md.)
+ALTER TABLE np_nself_audit.np_audit_events ENABLE ALWAYS TRIGGER trg_audit_immutable;
+ALTER TABLE np_nself_audit.np_audit_events ENABLE ALWAYS TRIGGER trg_audit_immutable_truncate;
 
 -- Row-level isolation. The policy reads the account (and, for callers who
 -- may only see their own events, the actor) set per transaction with
@@ -111,6 +116,35 @@ CREATE TABLE np_nself_audit.np_audit_chain_heads (
     hash              text        NOT NULL,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
+-- A head only moves forward, and only to an event that is stored with that
+-- seq and hash: even the app role cannot rewind a chain to fork it.
+CREATE FUNCTION np_nself_audit.chain_head_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.seq <> 0 OR NEW.hash <> repeat('0', 64) THEN
+            RAISE EXCEPTION 'a chain head starts at seq 0 and the genesis hash'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'DELETE' OR NEW.source_account_id <> OLD.source_account_id OR NEW.seq < OLD.seq
+       OR (NEW.seq = OLD.seq AND NEW.hash <> OLD.hash) THEN
+        RAISE EXCEPTION 'a chain head only moves forward' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NEW.seq > OLD.seq AND NOT EXISTS (
+        SELECT 1 FROM np_nself_audit.np_audit_events e
+        WHERE e.source_account_id = NEW.source_account_id AND e.seq = NEW.seq AND e.hash = NEW.hash) THEN
+        RAISE EXCEPTION 'a chain head must name a stored event' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER trg_audit_chain_head_guard
+    BEFORE INSERT OR UPDATE OR DELETE ON np_nself_audit.np_audit_chain_heads
+    FOR EACH ROW EXECUTE FUNCTION np_nself_audit.chain_head_guard();
+ALTER TABLE np_nself_audit.np_audit_chain_heads ENABLE ALWAYS TRIGGER trg_audit_chain_head_guard;
+
 ALTER TABLE np_nself_audit.np_audit_chain_heads ENABLE ROW LEVEL SECURITY;
 ALTER TABLE np_nself_audit.np_audit_chain_heads FORCE ROW LEVEL SECURITY;
 CREATE POLICY np_audit_chain_heads_account ON np_nself_audit.np_audit_chain_heads
@@ -134,6 +168,8 @@ CREATE TRIGGER trg_audit_immutable
 CREATE TRIGGER trg_audit_immutable_truncate
     BEFORE TRUNCATE ON np_nself_audit.np_audit_idempotency
     FOR EACH STATEMENT EXECUTE FUNCTION np_nself_audit.audit_immutable();
+ALTER TABLE np_nself_audit.np_audit_idempotency ENABLE ALWAYS TRIGGER trg_audit_immutable;
+ALTER TABLE np_nself_audit.np_audit_idempotency ENABLE ALWAYS TRIGGER trg_audit_immutable_truncate;
 ALTER TABLE np_nself_audit.np_audit_idempotency ENABLE ROW LEVEL SECURITY;
 ALTER TABLE np_nself_audit.np_audit_idempotency FORCE ROW LEVEL SECURITY;
 CREATE POLICY np_audit_idempotency_account ON np_nself_audit.np_audit_idempotency
@@ -155,6 +191,9 @@ BEGIN
         EXECUTE format('CREATE TRIGGER trg_audit_immutable_truncate BEFORE TRUNCATE ON %s
                         FOR EACH STATEMENT EXECUTE FUNCTION np_nself_audit.audit_immutable()', part);
     END IF;
+    -- The row trigger is cloned from the parent; make both fire always.
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER trg_audit_immutable', part);
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER trg_audit_immutable_truncate', part);
 END
 $$;
 

@@ -20,6 +20,8 @@ CREATE TRIGGER trg_audit_immutable
 CREATE TRIGGER trg_audit_immutable_truncate
     BEFORE TRUNCATE ON np_nself_audit.np_audit_checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION np_nself_audit.audit_immutable();
+ALTER TABLE np_nself_audit.np_audit_checkpoints ENABLE ALWAYS TRIGGER trg_audit_immutable;
+ALTER TABLE np_nself_audit.np_audit_checkpoints ENABLE ALWAYS TRIGGER trg_audit_immutable_truncate;
 
 ALTER TABLE np_nself_audit.np_audit_checkpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE np_nself_audit.np_audit_checkpoints FORCE ROW LEVEL SECURITY;

@@ -50,18 +50,60 @@ var serverFields = map[string]string{
 // field.
 func DecodeEventInput(r io.Reader) (*EventInput, error) {
 	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	var in EventInput
-	if err := dec.Decode(&in); err != nil {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
 		return nil, jsonError(err)
-	}
-	if dec.More() {
-		return nil, Errorf(EINVALID, "body: unexpected data after the JSON object")
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, Errorf(EINVALID, "body: unexpected data after the JSON object")
 	}
+	if err := checkMemberNames(raw); err != nil {
+		return nil, err
+	}
+	strict := json.NewDecoder(bytes.NewReader(raw))
+	strict.DisallowUnknownFields()
+	var in EventInput
+	if err := strict.Decode(&in); err != nil {
+		return nil, jsonError(err)
+	}
 	return &in, nil
+}
+
+// inputFields are the member names of EventInput, spelled exactly.
+var inputFields = map[string]bool{
+	"occurred_at": true, "actor_id": true, "actor_type": true, "action": true, "resource_type": true,
+	"resource_id": true, "outcome": true, "severity": true, "ip_address": true, "user_agent": true,
+	"request_id": true, "source": true, "metadata": true, "idempotency_key": true,
+}
+
+// checkMemberNames refuses what encoding/json would quietly accept in an
+// object: a member named in another letter case ("Action") and a member
+// given twice, of which only the last would count.
+func checkMemberNames(raw json.RawMessage) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil // not an object: the typed decode names the problem
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		name, _ := tok.(string)
+		switch {
+		case seen[name]:
+			return Errorf(EINVALID, "%s: given more than once", truncate(name, 64))
+		case !inputFields[name] && serverFields[name] == "":
+			return Errorf(EINVALID, "%s: unknown field", truncate(name, 64))
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
 }
 
 // jsonError turns an encoding/json error into a client-safe EINVALID error.
@@ -185,7 +227,7 @@ func (in *EventInput) Validate(account, source string, now time.Time) (*Event, e
 		if err != nil {
 			return nil, Errorf(EINVALID, "occurred_at: not an RFC 3339 time such as 2026-01-02T15:04:05Z")
 		}
-		if t.Year() < 1970 || t.Year() > 9999 {
+		if y := t.UTC().Year(); y < 1970 || y > 9999 {
 			return nil, Errorf(EINVALID, "occurred_at: year must be between 1970 and 9999")
 		}
 		if t.After(now.Add(MaxFutureSkew)) {

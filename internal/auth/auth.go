@@ -69,7 +69,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
 	// wins over any Authorization header, a wrong one is refused even if an
 	// Authorization header would have been acceptable.
 	if vs, ok := r.Header[headerPluginSecret]; ok {
-		if len(vs) == 1 && a.isSecret(vs[0]) {
+		if v, ok := single(vs); ok && a.isSecret(v) {
 			return pluginPrincipal(r)
 		}
 		return nil, audit.Errorf(audit.EUNAUTHORIZED, "invalid plugin secret")
@@ -116,13 +116,14 @@ func pluginPrincipal(r *http.Request) (*Principal, error) {
 		// Present but empty is refused rather than defaulted: it is usually an
 		// unset variable on the caller's side, and writing such events to the
 		// default account would file them under the wrong tenant.
-		if len(vs) != 1 || !audit.ValidAccountID(vs[0]) {
-			return nil, audit.Errorf(audit.EINVALID, "invalid %s header: want 1-128 characters of A-Z a-z 0-9 _ . : @ -", h)
+		v, ok := single(vs)
+		if !ok || !audit.ValidAccountID(v) {
+			return nil, audit.Errorf(audit.EINVALID, "invalid %s header: want one value of 1-128 characters of A-Z a-z 0-9 _ . : @ -", h)
 		}
-		if account != "" && account != vs[0] {
+		if account != "" && account != v {
 			return nil, audit.Errorf(audit.EINVALID, "%s and %s name different accounts", headerAccount, headerHasuraAccount)
 		}
-		account = vs[0]
+		account = v
 	}
 	if account == "" {
 		account = audit.DefaultAccount
@@ -134,4 +135,18 @@ func pluginPrincipal(r *http.Request) (*Principal, error) {
 		CanWrite:  true,
 		ReadAll:   true,
 	}, nil
+}
+
+// single returns the value of a header given once, or several times with
+// the same value (as proxies sometimes repeat headers).
+func single(vs []string) (string, bool) {
+	if len(vs) == 0 {
+		return "", false
+	}
+	for _, v := range vs[1:] {
+		if v != vs[0] {
+			return "", false
+		}
+	}
+	return vs[0], true
 }

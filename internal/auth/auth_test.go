@@ -419,8 +419,14 @@ func TestJWTRolesAndAccounts(t *testing.T) {
 			code: audit.EUNAUTHORIZED, msg: "x-hasura-allowed-roles must be an array of strings"},
 		{name: "admin default role reads all", headers: map[string]string{"Authorization": tok(role("admin"))},
 			want: p(func(p *Principal) { p.Role, p.ReadAll = "admin", true })},
-		{name: "nself_admin reads all", headers: map[string]string{"Authorization": tok(role("nself_admin"))},
-			want: p(func(p *Principal) { p.Role, p.ReadAll = "nself_admin", true })},
+		{name: "nself_admin reads all", headers: map[string]string{"Authorization": tok(func(h map[string]any) {
+			h["x-hasura-default-role"] = "nself_admin"
+			h["x-hasura-allowed-roles"] = []any{"nself_admin"}
+		})}, want: p(func(p *Principal) { p.Role, p.ReadAll = "nself_admin", true })},
+		{name: "default role outside allowed roles", headers: map[string]string{"Authorization": tok(func(h map[string]any) {
+			h["x-hasura-default-role"] = "admin"
+			h["x-hasura-allowed-roles"] = []any{"user"}
+		})}, code: audit.EFORBIDDEN, msg: `role "admin" is not in x-hasura-allowed-roles`},
 		{name: "admin without user id", headers: map[string]string{"Authorization": tok(func(h map[string]any) {
 			h["x-hasura-default-role"] = "admin"
 			delete(h, "x-hasura-user-id")

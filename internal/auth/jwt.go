@@ -375,12 +375,14 @@ func jwtPrincipal(r *http.Request, hc map[string]any) (*Principal, error) {
 
 	role := defaultRole
 	if h := r.Header.Get(headerHasuraRole); h != "" {
-		if !slices.Contains(allowed, h) {
-			return nil, audit.Errorf(audit.EFORBIDDEN, "role %q is not in x-hasura-allowed-roles", h)
-		}
 		role = h
 	} else if role == "" {
 		return nil, audit.Errorf(audit.EUNAUTHORIZED, "token has no x-hasura-default-role")
+	}
+	// As in Hasura, the role in force, requested or default, must be one
+	// the token allows.
+	if !slices.Contains(allowed, role) {
+		return nil, audit.Errorf(audit.EFORBIDDEN, "role %q is not in x-hasura-allowed-roles", role)
 	}
 
 	if account == "" {

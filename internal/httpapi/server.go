@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"path"
 	"time"
 
 	"github.com/nself-org/nself-audit/internal/audit"
@@ -85,7 +86,9 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
-		if pattern != "" {
+		// The mux answers an unclean path (//, ..) with a redirect, before
+		// any authentication; we answer it as an unknown route instead.
+		if pattern != "" && path.Clean(r.URL.Path) == r.URL.Path {
 			mux.ServeHTTP(w, r) // the mux sets the path values
 			return
 		}
@@ -97,7 +100,7 @@ func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 			if allow := probe.header.Get("Allow"); allow != "" {
 				w.Header().Set("Allow", allow)
 			}
-			if probe.status == http.StatusMethodNotAllowed {
+			if probe.status == http.StatusMethodNotAllowed && pattern == "" {
 				s.writeError(w, r, audit.Errorf(codeMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
 				return
 			}

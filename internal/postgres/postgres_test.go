@@ -190,6 +190,12 @@ func TestAppendOnlyForSuperuser(t *testing.T) {
 		`TRUNCATE np_nself_audit.np_audit_events_default`,
 		`DELETE FROM np_nself_audit.np_audit_idempotency`,
 		`TRUNCATE np_nself_audit.np_audit_idempotency`,
+		// Replica mode, the usual way around triggers, does not help.
+		`SET session_replication_role = replica; UPDATE np_nself_audit.np_audit_events SET action = 'doc.write'`,
+		`SET session_replication_role = replica; DELETE FROM np_nself_audit.np_audit_events`,
+		`SET session_replication_role = replica; DELETE FROM ` + partition,
+		`SET session_replication_role = replica; TRUNCATE ` + partition,
+		`SET session_replication_role = replica; DELETE FROM np_nself_audit.np_audit_idempotency`,
 	} {
 		_, err := su.Exec(ctx, sql)
 		if err == nil || !strings.Contains(err.Error(), "append-only") {
@@ -336,5 +342,44 @@ func TestEnsurePartitionsIdempotent(t *testing.T) {
 	appendEvents(t, s, e)
 	if got, err := s.Event(context.Background(), audit.Scope{AccountID: "primary"}, e.ID); err != nil || !got.OccurredAt.Equal(e.OccurredAt) {
 		t.Fatalf("old event: %v, %v", got, err)
+	}
+}
+
+// TestChainHeadOnlyMovesForward: not even the app role can rewind a chain
+// head (which would let the next write fork the chain) or point it at an
+// event that is not stored.
+func TestChainHeadOnlyMovesForward(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	appendEvents(t, s, newEvent(t, "acme", "u1", "doc.read"), newEvent(t, "acme", "u1", "doc.read"))
+	for _, sql := range []string{
+		`UPDATE np_nself_audit.np_audit_chain_heads SET seq = 1`,
+		`UPDATE np_nself_audit.np_audit_chain_heads SET seq = 3`,
+		`UPDATE np_nself_audit.np_audit_chain_heads SET hash = repeat('a', 64)`,
+		`INSERT INTO np_nself_audit.np_audit_chain_heads (source_account_id, seq, hash) VALUES ('acme2', 5, repeat('0', 64))`,
+	} {
+		tx, err := su.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, scopeSQL, "acme", ""); err != nil {
+			t.Fatal(err)
+		}
+		if sql[:6] == "INSERT" {
+			tx.Exec(ctx, `SELECT set_config('app.source_account_id', 'acme2', true)`)
+		}
+		_, err = tx.Exec(ctx, sql)
+		tx.Rollback(ctx)
+		if err == nil || !strings.Contains(err.Error(), "chain head") {
+			t.Errorf("%s as the app role: %v; want a refusal", sql, err)
+		}
+	}
+	if _, err := su.Exec(ctx, `SET session_replication_role = replica; UPDATE np_nself_audit.np_audit_chain_heads SET seq = 1`); err == nil {
+		t.Error("the superuser rewound a head in replica mode")
+	}
+	appendEvents(t, s, newEvent(t, "acme", "u1", "doc.read"))
+	if n := storetest.VerifyChain(t, s, "acme"); n != 3 {
+		t.Fatalf("chain holds %d events, want 3", n)
 	}
 }

@@ -1,12 +1,15 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -522,7 +525,7 @@ func TestAppendOnly(t *testing.T) {
 		t.Fatalf("chain after the attempts: %d events", len(evs))
 	}
 	var triggers int
-	if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'trg_audit_immutable%'`).Scan(&triggers); err != nil || triggers != 6 {
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'trg_audit_immutable%'`).Scan(&triggers); err != nil || triggers != 9 {
 		t.Fatalf("%d trg_audit_immutable triggers, %v", triggers, err)
 	}
 }
@@ -540,7 +543,7 @@ func TestReopenKeepsChainAndSchema(t *testing.T) {
 			t.Fatalf("Path() = %s", s.Path())
 		}
 		st, err := s.Migrations(ctx)
-		if err != nil || st.Applied != st.Expected || st.Expected != 1 {
+		if err != nil || st.Applied != st.Expected || st.Expected != 2 {
 			t.Fatalf("Migrations() = %+v, %v", st, err)
 		}
 		appendAll(t, s, event(t, "acme", time.Time{}), event(t, "acme", time.Time{}))
@@ -555,7 +558,7 @@ func TestReopenKeepsChainAndSchema(t *testing.T) {
 	var ledgerRows, tables int
 	db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&ledgerRows)
 	db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name LIKE 'np_audit_%'`).Scan(&tables)
-	if ledgerRows != 1 || tables != 3 {
+	if ledgerRows != 2 || tables != 4 {
 		t.Fatalf("ledger rows %d, tables %d", ledgerRows, tables)
 	}
 	// An applied migration that changed is refused.
@@ -688,6 +691,14 @@ func TestUnavailable(t *testing.T) {
 	isUnavailable("stats after close", err)
 	_, err = s.Migrations(ctx)
 	isUnavailable("migrations after close", err)
+	_, _, err = s.Checkpoint(ctx, audit.Scope{AccountID: "acme"}, time.Now(), testSigner.Sign)
+	isUnavailable("checkpoint after close", err)
+	_, err = s.Checkpoints(ctx, audit.Scope{AccountID: "acme"}, 0, 0, 10)
+	isUnavailable("checkpoints after close", err)
+	_, err = s.LatestCheckpoint(ctx, audit.Scope{AccountID: "acme"})
+	isUnavailable("latest checkpoint after close", err)
+	_, err = s.DueCheckpoints(ctx, 1, time.Hour, time.Now())
+	isUnavailable("due checkpoints after close", err)
 
 	// The file removed while open: nothing more is acknowledged into it.
 	path := filepath.Join(dir, "removed.db")
@@ -754,6 +765,16 @@ func TestContextCanceled(t *testing.T) {
 	if n := len(chain(t, s, "acme")); n != 0 {
 		t.Errorf("a canceled append stored %d events", n)
 	}
+	appendAll(t, s, event(t, "acme", time.Time{}))
+	if _, _, err := s.Checkpoint(ctx, audit.Scope{AccountID: "acme"}, time.Now(), testSigner.Sign); !errors.Is(err, context.Canceled) {
+		t.Errorf("checkpoint: %v", err)
+	}
+	if _, err := s.DueCheckpoints(ctx, 1, time.Hour, time.Now()); !errors.Is(err, context.Canceled) {
+		t.Errorf("due checkpoints: %v", err)
+	}
+	if _, err := s.LatestCheckpoint(context.Background(), audit.Scope{AccountID: "acme"}); audit.ErrorCode(err) != audit.ENOTFOUND {
+		t.Errorf("a canceled checkpoint was stored: %v", err)
+	}
 }
 
 // TestConcurrentOpen: stores opening a new file at the same time create it
@@ -784,7 +805,7 @@ func TestConcurrentOpen(t *testing.T) {
 		t.Fatalf("%d events, want %d", got, n)
 	}
 	var ledgerRows int
-	if err := rawDB(t, path).QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&ledgerRows); err != nil || ledgerRows != 1 {
+	if err := rawDB(t, path).QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&ledgerRows); err != nil || ledgerRows != 2 {
 		t.Fatalf("ledger rows %d, %v", ledgerRows, err)
 	}
 	entries, _ := os.ReadDir(filepath.Dir(path))
@@ -818,5 +839,312 @@ func TestOddPath(t *testing.T) {
 			names = append(names, e.Name())
 		}
 		t.Fatalf("files in the directory: %q", names)
+	}
+}
+
+// testSigner signs the checkpoints of these tests.
+var testSigner = audit.NewSigner(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize)))
+
+// checkpoints reads all of the account's checkpoints and checks that they
+// chain: seq strictly increasing, each signing the previous one's
+// signature, each verifying with testSigner's key at a stored chain head.
+func checkpoints(t testing.TB, s audit.Store, account string) []*audit.Checkpoint {
+	t.Helper()
+	ctx := context.Background()
+	cs, err := s.Checkpoints(ctx, audit.Scope{AccountID: account}, 0, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := chain(t, s, account)
+	var prev *audit.Checkpoint
+	for _, c := range cs {
+		if c.SourceAccountID != account {
+			t.Fatalf("checkpoints of %s hold one of %s", account, c.SourceAccountID)
+		}
+		if prev != nil && c.Seq <= prev.Seq {
+			t.Fatalf("%s: checkpoint seq %d after %d", account, c.Seq, prev.Seq)
+		}
+		want := ""
+		if prev != nil {
+			want = prev.Signature
+		}
+		if c.PrevSignature != want {
+			t.Fatalf("%s: checkpoint at seq %d does not sign the previous signature", account, c.Seq)
+		}
+		if err := audit.VerifyCheckpoint(c, testSigner.PublicKey()); err != nil {
+			t.Fatalf("%s: %v", account, err)
+		}
+		if c.Seq > int64(len(evs)) || evs[c.Seq-1].Hash != c.Hash {
+			t.Fatalf("%s: checkpoint at seq %d is not at a stored event", account, c.Seq)
+		}
+		if c.CreatedAt.Location() != time.UTC || c.CreatedAt.Nanosecond()%1000 != 0 {
+			t.Fatalf("%s: created_at %v is not UTC microseconds", account, c.CreatedAt)
+		}
+		prev = c
+	}
+	return cs
+}
+
+// TestCheckpointsTwoStoresOneFile: two Stores on one file, as two processes
+// would have, checkpointing while appending: each account's checkpoints
+// form one signed chain.
+func TestCheckpointsTwoStoresOneFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	stores := []*Store{openAt(t, path), openAt(t, path)}
+	accounts := []string{"acme", "globex"}
+	const workersPerStore, rounds = 2, 15
+	var wg sync.WaitGroup
+	errs := make(chan error, len(stores)*workersPerStore*rounds*3)
+	var mu sync.Mutex
+	returned := map[string]*audit.Checkpoint{} // signature → what Checkpoint returned
+	for si, s := range stores {
+		for w := 0; w < workersPerStore; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx := context.Background()
+				for r := 0; r < rounds; r++ {
+					account := accounts[(si+w+r)%2]
+					errs <- s.Append(ctx, items(event(t, account, time.Time{}), event(t, accounts[(si+w+r+1)%2], time.Time{})))
+					c, _, err := s.Checkpoint(ctx, audit.Scope{AccountID: account}, time.Now(), testSigner.Sign)
+					errs <- err
+					if err == nil {
+						mu.Lock()
+						returned[c.Signature] = c
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	total := 0
+	for _, a := range accounts {
+		// A final checkpoint covers the head; another one adds nothing.
+		last, _, err := stores[0].Checkpoint(ctx, audit.Scope{AccountID: a}, time.Now(), testSigner.Sign)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, created, err := stores[1].Checkpoint(ctx, audit.Scope{AccountID: a}, time.Now(), testSigner.Sign); err != nil || created || again.Signature != last.Signature {
+			t.Fatalf("%s: checkpoint at the head again: created=%v %v", a, created, err)
+		}
+		returned[last.Signature] = last
+		cs := checkpoints(t, stores[0], a)
+		if again := checkpoints(t, stores[1], a); len(again) != len(cs) {
+			t.Fatalf("the stores see %d and %d checkpoints of %s", len(cs), len(again), a)
+		}
+		if n := int64(len(chain(t, stores[0], a))); cs[len(cs)-1].Seq != n {
+			t.Fatalf("%s: latest checkpoint at seq %d, head %d", a, cs[len(cs)-1].Seq, n)
+		}
+		latest, err := stores[1].LatestCheckpoint(ctx, audit.Scope{AccountID: a})
+		if err != nil || !reflect.DeepEqual(latest, cs[len(cs)-1]) {
+			t.Fatalf("%s: latest %+v, %v", a, latest, err)
+		}
+		// What Checkpoint returned is what is read back, field for field.
+		for _, c := range cs {
+			if r, ok := returned[c.Signature]; ok && !reflect.DeepEqual(r, c) {
+				t.Fatalf("read back differs:\n got %+v\nwant %+v", *c, *r)
+			}
+		}
+		total += len(cs)
+	}
+	if total < 4 {
+		t.Fatalf("only %d checkpoints", total)
+	}
+	if due, err := stores[1].DueCheckpoints(ctx, 1, time.Hour, time.Now()); err != nil || len(due) != 0 {
+		t.Fatalf("due after checkpointing every head: %v %v", due, err)
+	}
+}
+
+func TestCheckpointsAppendOnly(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	s := openAt(t, path)
+	ctx := context.Background()
+	acme := audit.Scope{AccountID: "acme"}
+	appendAll(t, s, event(t, "acme", time.Time{}), event(t, "acme", time.Time{}))
+	if _, _, err := s.Checkpoint(ctx, acme, base, testSigner.Sign); err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, event(t, "acme", time.Time{}))
+	if _, _, err := s.Checkpoint(ctx, acme, base.Add(time.Second), testSigner.Sign); err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, event(t, "acme", time.Time{}))
+	before := checkpoints(t, s, "acme")
+	if len(before) != 2 {
+		t.Fatalf("%d checkpoints", len(before))
+	}
+	db := rawDB(t, path)
+	for _, c := range []struct{ sql, want string }{
+		{`UPDATE np_audit_checkpoints SET signature = 'x'`, "np_audit_checkpoints is append-only: UPDATE is not allowed"},
+		{`UPDATE np_audit_checkpoints SET created_at = created_at + 1 WHERE seq = 2`, "np_audit_checkpoints is append-only: UPDATE is not allowed"},
+		{`DELETE FROM np_audit_checkpoints WHERE seq = 3`, "np_audit_checkpoints is append-only: DELETE is not allowed"},
+		{`DELETE FROM np_audit_checkpoints`, "np_audit_checkpoints is append-only: DELETE is not allowed"},
+		{`INSERT OR REPLACE INTO np_audit_checkpoints SELECT * FROM np_audit_checkpoints WHERE seq = 3`, "append-only"},
+		{`REPLACE INTO np_audit_checkpoints SELECT source_account_id, seq, hash, created_at, prev_signature, key_id, 'forged'
+			FROM np_audit_checkpoints WHERE seq = 2`, "append-only"},
+		// Not chained to the latest signature, or not at a stored event.
+		{`INSERT INTO np_audit_checkpoints SELECT source_account_id, 4, (SELECT hash FROM np_audit_events WHERE seq = 4),
+			created_at, '', key_id, signature FROM np_audit_checkpoints WHERE seq = 3`, "must follow"},
+		{`INSERT INTO np_audit_checkpoints SELECT source_account_id, 4, hash, created_at, signature, key_id, signature
+			FROM np_audit_checkpoints WHERE seq = 3`, "must follow"},
+		{`INSERT INTO np_audit_checkpoints SELECT source_account_id, 9, hash, created_at, signature, key_id, signature
+			FROM np_audit_checkpoints WHERE seq = 3`, "must follow"},
+	} {
+		_, err := db.Exec(c.sql)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want an error containing %q", c.sql, err, c.want)
+		}
+	}
+	after := checkpoints(t, s, "acme")
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("checkpoints changed:\n%+v\n%+v", before, after)
+	}
+	for _, name := range []string{"trg_audit_immutable_checkpoints_update", "trg_audit_immutable_checkpoints_delete"} {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name = ?`, name).Scan(&n); err != nil || n != 1 {
+			t.Errorf("trigger %s: %d, %v", name, n, err)
+		}
+	}
+	// The store's own next checkpoint still goes in.
+	if c, created, err := s.Checkpoint(ctx, acme, base.Add(2*time.Second), testSigner.Sign); err != nil || !created || c.Seq != 4 {
+		t.Fatalf("checkpoint after the attempts: %+v %v %v", c, created, err)
+	}
+	checkpoints(t, s, "acme")
+}
+
+// TestMigration0002: a file made before checkpoints existed (0001 only,
+// with events) gets 0002 on the next Open, once.
+func TestMigration0002(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	ctx := context.Background()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, event(t, "acme", time.Time{}), event(t, "acme", time.Time{}))
+	s.Close()
+	// Take the file back to its state before 0002.
+	db := rawDB(t, path)
+	for _, q := range []string{
+		`DROP TABLE np_audit_checkpoints`, // drops its triggers too
+		`DELETE FROM schema_migrations WHERE filename = '0002_checkpoints.sql'`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n int
+	db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name LIKE '%checkpoints%'`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d checkpoint objects left", n)
+	}
+	db.Close()
+
+	for round := 1; round <= 2; round++ {
+		s := openAt(t, path)
+		st, err := s.Migrations(ctx)
+		if err != nil || st.Applied != 2 || st.Expected != 2 {
+			t.Fatalf("round %d: Migrations() = %+v, %v", round, st, err)
+		}
+		appendAll(t, s, event(t, "acme", time.Time{}))
+		c, created, err := s.Checkpoint(ctx, audit.Scope{AccountID: "acme"}, time.Now(), testSigner.Sign)
+		if err != nil || !created || c.Seq != int64(2+round) {
+			t.Fatalf("round %d: checkpoint %+v %v %v", round, c, created, err)
+		}
+		if cs := checkpoints(t, s, "acme"); len(cs) != round {
+			t.Fatalf("round %d: %d checkpoints", round, len(cs))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db = rawDB(t, path)
+	var rows, objects int
+	db.QueryRow(`SELECT count(*) FROM schema_migrations WHERE filename = '0002_checkpoints.sql'`).Scan(&rows)
+	db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE tbl_name = 'np_audit_checkpoints'`).Scan(&objects)
+	if rows != 1 || objects != 4 { // the table and its three triggers
+		t.Fatalf("0002 ledger rows %d, objects %d", rows, objects)
+	}
+}
+
+// TestCheckpointEdges: what the contract suite leaves out.
+func TestCheckpointEdges(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	ctx := context.Background()
+	acme := audit.Scope{AccountID: "acme"}
+	if _, err := s.Checkpoints(ctx, acme, 0, 0, -1); err == nil {
+		t.Error("negative limit accepted")
+	}
+	if cs, err := s.Checkpoints(ctx, acme, 0, 0, 10); err != nil || len(cs) != 0 {
+		t.Errorf("no checkpoints: %d, %v", len(cs), err)
+	}
+	_, err := s.LatestCheckpoint(ctx, acme)
+	if audit.ErrorCode(err) != audit.ENOTFOUND || audit.ErrorMessage(err) != "no checkpoint yet" {
+		t.Errorf("latest of none: %v", err)
+	}
+	_, _, err = s.Checkpoint(ctx, acme, base, testSigner.Sign)
+	if audit.ErrorCode(err) != audit.ENOTFOUND || audit.ErrorMessage(err) != "account acme has no events to checkpoint" {
+		t.Errorf("checkpoint of none: %v", err)
+	}
+	appendAll(t, s, event(t, "acme", time.Time{}))
+	// sign sees the fields already set, and a time in another zone with
+	// nanoseconds is stored as UTC microseconds.
+	at := time.Date(2026, 11, 27, 13, 0, 0, 123456789, time.FixedZone("X", 3600))
+	var seen audit.Checkpoint
+	c, created, err := s.Checkpoint(ctx, acme, at, func(c *audit.Checkpoint) error {
+		seen = *c
+		return testSigner.Sign(c)
+	})
+	if err != nil || !created {
+		t.Fatal(created, err)
+	}
+	if seen.SourceAccountID != "acme" || seen.Seq != 1 || seen.Hash == "" || seen.PrevSignature != "" ||
+		seen.CreatedAt != at.UTC().Truncate(time.Microsecond) || seen.KeyID != "" {
+		t.Fatalf("sign saw %+v", seen)
+	}
+	got, err := s.LatestCheckpoint(ctx, acme)
+	if err != nil || !reflect.DeepEqual(got, c) || audit.VerifyCheckpoint(got, testSigner.PublicKey()) != nil {
+		t.Fatalf("read back %+v, %v; want %+v", got, err, c)
+	}
+	// DueCheckpoints: the age boundary is inclusive, and an account whose
+	// head is at its checkpoint is never due by age.
+	created0 := c.CreatedAt
+	for _, tc := range []struct {
+		min  int64
+		age  time.Duration
+		now  time.Time
+		want string
+	}{
+		{1, time.Minute, created0.Add(time.Hour), "[]"},
+		{0, time.Minute, created0, "[acme]"}, // head - latest >= 0
+	} {
+		if due, err := s.DueCheckpoints(ctx, tc.min, tc.age, tc.now); err != nil || fmt.Sprint(due) != tc.want {
+			t.Errorf("due(%d, %v): %v %v; want %s", tc.min, tc.age, due, err, tc.want)
+		}
+	}
+	appendAll(t, s, event(t, "acme", time.Time{}))
+	for _, tc := range []struct {
+		now  time.Time
+		want string
+	}{
+		{created0.Add(time.Minute - time.Microsecond), "[]"},
+		{created0.Add(time.Minute), "[acme]"},
+		{created0.Add(time.Minute + 999*time.Nanosecond), "[acme]"},
+	} {
+		if due, err := s.DueCheckpoints(ctx, 5, time.Minute, tc.now); err != nil || fmt.Sprint(due) != tc.want {
+			t.Errorf("due at %v: %v %v; want %s", tc.now, due, err, tc.want)
+		}
 	}
 }
