@@ -73,6 +73,7 @@ func TestTamperDetected(t *testing.T) {
 		{"edit metadata", `UPDATE np_nself_audit.np_audit_events SET metadata = '{"i": 99}' WHERE seq = 6`, 6},
 		{"delete a row", `DELETE FROM np_nself_audit.np_audit_events WHERE seq = 3`, 3},
 		{"swap two rows", `UPDATE np_nself_audit.np_audit_events SET seq = CASE seq WHEN 5 THEN 6 ELSE 5 END WHERE seq IN (5, 6)`, 5},
+		{"delete the newest rows", `DELETE FROM np_nself_audit.np_audit_events WHERE seq >= 9`, 9},
 		{"insert a row", `INSERT INTO np_nself_audit.np_audit_events SELECT gen_random_uuid(), source_account_id, 8, occurred_at,
 			recorded_at, actor_id, actor_type, 'doc.forged', resource_type, resource_id, outcome, severity, ip_address, user_agent,
 			request_id, source, metadata, prev_hash, hash FROM np_nself_audit.np_audit_events WHERE seq = 7;

@@ -91,6 +91,11 @@ type Store interface {
 	// scope.ActorID must be empty; a chain is never partial by actor.
 	Chain(ctx context.Context, scope Scope, afterSeq int64, limit int) ([]*Event, error)
 
+	// Head returns the seq and hash of the account's last event as the
+	// store records it (0 and GenesisHash without events), to tell a
+	// chain whose newest events were removed from a shorter one.
+	Head(ctx context.Context, scope Scope) (int64, string, error)
+
 	// Stats summarises the events within scope matching f (paging fields
 	// are ignored).
 	Stats(ctx context.Context, scope Scope, f Filter, iv Interval) (*Stats, error)

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -75,6 +76,20 @@ func (s *Store) Chain(ctx context.Context, scope audit.Scope, afterSeq int64, li
 		return err
 	})
 	return evs, err
+}
+
+// Head returns the account's recorded chain head.
+func (s *Store) Head(ctx context.Context, scope audit.Scope) (int64, string, error) {
+	seq, hash := int64(0), audit.GenesisHash
+	err := s.inScope(ctx, audit.Scope{AccountID: scope.AccountID}, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT seq, hash FROM np_nself_audit.np_audit_chain_heads WHERE source_account_id = $1`,
+			scope.AccountID).Scan(&seq, &hash)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	return seq, hash, err
 }
 
 // where builds the WHERE clause of a filter within scope from an allow-list

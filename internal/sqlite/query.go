@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -75,6 +76,19 @@ func (s *Store) Chain(ctx context.Context, scope audit.Scope, afterSeq int64, li
 	evs, err := queryEvents(ctx, s.r, `SELECT `+eventColumns+` FROM np_audit_events
 		WHERE source_account_id = ? AND seq > ? ORDER BY seq LIMIT ?`, scope.AccountID, afterSeq, limit)
 	return evs, classify(ctx, err)
+}
+
+// Head returns the account's recorded chain head.
+func (s *Store) Head(ctx context.Context, scope audit.Scope) (int64, string, error) {
+	if err := s.check(); err != nil {
+		return 0, "", err
+	}
+	seq, hash := int64(0), audit.GenesisHash
+	err := s.r.QueryRowContext(ctx, `SELECT seq, hash FROM np_audit_chain_heads WHERE source_account_id = ?`, scope.AccountID).Scan(&seq, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, audit.GenesisHash, nil
+	}
+	return seq, hash, classify(ctx, err)
 }
 
 // where builds the WHERE clause of a filter within scope from an allow-list

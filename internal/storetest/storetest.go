@@ -133,11 +133,17 @@ func testAppendAndRead(t *testing.T, s audit.Store) {
 	if err := s.Append(ctx, nil); err != nil {
 		t.Fatalf("empty append: %v", err)
 	}
+	if seq, hash, err := s.Head(ctx, audit.Scope{AccountID: "acme"}); err != nil || seq != 0 || hash != audit.GenesisHash {
+		t.Fatalf("head of an empty account: %d %s %v", seq, hash, err)
+	}
 	e := event(t, "acme", base, "resource_type=doc", "resource_id=d1", "metadata={\"k\":[1,\"x\"]}")
 	want := *e
 	appendAll(t, s, e)
 	if e.Seq != 1 || e.PrevHash != audit.GenesisHash || len(e.Hash) != 64 {
 		t.Fatalf("first event: seq %d prev %s hash %q", e.Seq, e.PrevHash, e.Hash)
+	}
+	if seq, hash, err := s.Head(ctx, audit.Scope{AccountID: "acme"}); err != nil || seq != 1 || hash != e.Hash {
+		t.Fatalf("head after one event: %d %s %v", seq, hash, err)
 	}
 	got, err := s.Event(ctx, audit.Scope{AccountID: "acme"}, e.ID)
 	if err != nil {
