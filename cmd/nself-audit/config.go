@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,7 +14,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
 )
 
@@ -27,6 +31,13 @@ type Config struct {
 	JWT         *auth.JWTConfig // nil: Hasura JWTs are not accepted
 	LogLevel    slog.Level
 	LogJSON     bool
+
+	// SigningKey signs checkpoints: NSELF_AUDIT_SIGNING_KEY(_FILE), else
+	// generated into the data folder (SigningKeyGenerated names the file).
+	SigningKey          ed25519.PrivateKey
+	SigningKeyGenerated string
+	CheckpointEvents    int64         // NSELF_AUDIT_CHECKPOINT_EVENTS
+	CheckpointInterval  time.Duration // NSELF_AUDIT_CHECKPOINT_SECONDS
 }
 
 // Embedded reports whether the store is the embedded SQLite file.
@@ -123,6 +134,30 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 			return nil, fmt.Errorf("HASURA_GRAPHQL_JWT_SECRET: %v", err)
 		}
 	}
+	keyRaw, err := env("NSELF_AUDIT_SIGNING_KEY")
+	if err != nil {
+		return nil, err
+	}
+	if keyRaw != "" {
+		if cfg.SigningKey, err = audit.ParseSigningKey(keyRaw); err != nil {
+			return nil, fmt.Errorf("NSELF_AUDIT_SIGNING_KEY: %v (want the standard base64 of an Ed25519 seed)", err)
+		}
+	}
+	cfg.CheckpointEvents, cfg.CheckpointInterval = 1000, 60*time.Second
+	if v := getenv("NSELF_AUDIT_CHECKPOINT_EVENTS"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("NSELF_AUDIT_CHECKPOINT_EVENTS: must be a whole number of at least 1")
+		}
+		cfg.CheckpointEvents = n
+	}
+	if v := getenv("NSELF_AUDIT_CHECKPOINT_SECONDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 86400 {
+			return nil, fmt.Errorf("NSELF_AUDIT_CHECKPOINT_SECONDS: must be a whole number from 1 to 86400")
+		}
+		cfg.CheckpointInterval = time.Duration(n) * time.Second
+	}
 	switch v := strings.ToLower(getenv("LOG_LEVEL")); v {
 	case "", "info":
 	case "debug":
@@ -144,57 +179,92 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 	return cfg, nil
 }
 
-// secretFile is where the embedded store keeps a generated plugin token.
-const secretFile = "plugin-secret"
+// Files kept in the data folder when nothing configures them.
+const (
+	secretFile     = "plugin-secret" // the plugin token (embedded store only)
+	signingKeyFile = "signing-key"   // the checkpoint signing key, base64
+)
 
-// prepareEmbedded creates the data folder (0700) and, when no plugin token
-// is configured, reads the one kept in it or generates and keeps a new one
-// (0600). It reports whether the token came from that file.
-func (c *Config) prepareEmbedded() (fromFile bool, err error) {
+// prepareDataDir creates the data folder (0700) when the embedded store or
+// a generated file needs it, reads or generates the plugin token (embedded
+// store only) and the signing key that nothing configured, and reports
+// whether the token came from the folder.
+func (c *Config) prepareDataDir() (secretFromFile bool, err error) {
+	needSecret := c.Embedded() && c.Secret == ""
+	if !c.Embedded() && !needSecret && c.SigningKey != nil {
+		return false, nil
+	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return false, fmt.Errorf("NSELF_AUDIT_DATA_DIR: cannot create %s: %v", c.DataDir, err)
 	}
-	if dir := filepath.Dir(c.SQLitePath); dir != c.DataDir {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return false, fmt.Errorf("DATABASE_URL: cannot create %s: %v", dir, err)
+	if c.Embedded() {
+		if dir := filepath.Dir(c.SQLitePath); dir != c.DataDir {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return false, fmt.Errorf("DATABASE_URL: cannot create %s: %v", dir, err)
+			}
 		}
 	}
-	if c.Secret != "" {
-		return false, nil
+	if needSecret {
+		secret, err := keepFile(filepath.Join(c.DataDir, secretFile), func() (string, error) {
+			raw := make([]byte, 32)
+			_, err := rand.Read(raw)
+			return hex.EncodeToString(raw), err // 64 characters
+		})
+		if err != nil {
+			return false, err
+		}
+		if len(secret) < minSecretLen {
+			return false, fmt.Errorf("%s: holds fewer than %d characters; delete it to make a new one", filepath.Join(c.DataDir, secretFile), minSecretLen)
+		}
+		c.Secret, secretFromFile = secret, true
 	}
-	path := filepath.Join(c.DataDir, secretFile)
+	if c.SigningKey == nil {
+		path := filepath.Join(c.DataDir, signingKeyFile)
+		raw, err := keepFile(path, func() (string, error) {
+			seed := make([]byte, ed25519.SeedSize)
+			_, err := rand.Read(seed)
+			return base64.StdEncoding.EncodeToString(seed), err
+		})
+		if err != nil {
+			return false, err
+		}
+		if c.SigningKey, err = audit.ParseSigningKey(raw); err != nil {
+			return false, fmt.Errorf("%s: %v", path, err)
+		}
+		c.SigningKeyGenerated = path
+	}
+	return secretFromFile, nil
+}
+
+// keepFile returns the trimmed content of path, first writing it (0600)
+// with what generate makes when the file does not exist. The file is
+// written aside and linked into place: of two first starts racing, one
+// wins and the other reads its file, and nobody reads a half-written one.
+func keepFile(path string, generate func() (string, error)) (string, error) {
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
-		c.Secret = strings.TrimSpace(string(b))
-		if len(c.Secret) < minSecretLen {
-			return false, fmt.Errorf("%s: holds fewer than %d characters; delete it to make a new one", path, minSecretLen)
-		}
-		return true, nil
+		return strings.TrimSpace(string(b)), nil
 	case !errors.Is(err, fs.ErrNotExist):
-		return false, fmt.Errorf("cannot read %s: %v", path, err)
+		return "", fmt.Errorf("cannot read %s: %v", path, err)
 	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return false, err
-	}
-	secret := hex.EncodeToString(raw) // 64 characters
-	// Written aside, then linked into place: the link fails if another
-	// first start won the race, and nobody ever reads a half-written file.
-	tmp, err := os.CreateTemp(c.DataDir, ".plugin-secret-*")
+	value, err := generate()
 	if err != nil {
-		return false, fmt.Errorf("cannot write in %s: %v", c.DataDir, err)
+		return "", err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return "", fmt.Errorf("cannot write in %s: %v", filepath.Dir(path), err)
 	}
 	defer os.Remove(tmp.Name())
-	_, werr := tmp.WriteString(secret + "\n")
+	_, werr := tmp.WriteString(value + "\n")
 	if err := errors.Join(werr, tmp.Sync(), tmp.Close()); err != nil {
-		return false, fmt.Errorf("cannot write %s: %v", tmp.Name(), err)
+		return "", fmt.Errorf("cannot write %s: %v", tmp.Name(), err)
 	}
 	if err := os.Link(tmp.Name(), path); errors.Is(err, fs.ErrExist) {
-		return c.prepareEmbedded()
+		return keepFile(path, generate)
 	} else if err != nil {
-		return false, fmt.Errorf("cannot create %s: %v", path, err)
+		return "", fmt.Errorf("cannot create %s: %v", path, err)
 	}
-	c.Secret = secret
-	return true, nil
+	return value, nil
 }

@@ -99,15 +99,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		logger.Info("nself-audit starting", "store", "postgres")
 	}
-	secretFromFile := false
-	if cfg.Embedded() {
-		if secretFromFile, err = cfg.prepareEmbedded(); err != nil {
-			logger.Error("start failed", "err", err)
-			return 1
-		}
-	}
 	if verb == "migrate" {
 		return migrateOnly(ctx, cfg, logger, stdout)
+	}
+	secretFromFile, err := cfg.prepareDataDir()
+	if err != nil {
+		logger.Error("start failed", "err", err)
+		return 1
+	}
+	if cfg.SigningKeyGenerated != "" && !cfg.Embedded() {
+		logger.Warn("checkpoints are signed with a key kept in the data folder; set NSELF_AUDIT_SIGNING_KEY_FILE to a key you keep safe",
+			"file", cfg.SigningKeyGenerated)
 	}
 	m := NewMain(cfg, logger)
 	if err := m.Run(ctx); err != nil {
@@ -158,6 +160,10 @@ func migrateOnly(ctx context.Context, cfg *Config, logger *slog.Logger, stdout i
 	var store audit.Store
 	var applied []string
 	if cfg.Embedded() {
+		if err := os.MkdirAll(filepath.Dir(cfg.SQLitePath), 0o700); err != nil {
+			logger.Error("migrate", "err", err)
+			return 1
+		}
 		s, err := sqlite.Open(ctx, cfg.SQLitePath)
 		if err != nil {
 			logger.Error("migrate", "err", err)
@@ -193,13 +199,17 @@ type Main struct {
 	cfg    *Config
 	logger *slog.Logger
 
-	store    audit.Store
-	pg       *postgres.Store // nil on the embedded store
-	writer   *ingest.Writer
-	server   *http.Server
-	listener net.Listener
-	stopBG   context.CancelFunc
-	bgDone   chan struct{}
+	store  audit.Store
+	pg     *postgres.Store // nil on the embedded store
+	writer *ingest.Writer
+	signer *audit.Signer
+
+	stopCheckpoints context.CancelFunc
+	checkpointsDone chan struct{}
+	server          *http.Server
+	listener        net.Listener
+	stopBG          context.CancelFunc
+	bgDone          chan struct{}
 }
 
 // NewMain returns a Main for cfg.
@@ -224,14 +234,23 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	store := m.store
+	if m.cfg.SigningKey == nil {
+		m.Close()
+		return errors.New("no checkpoint signing key")
+	}
+	m.signer = audit.NewSigner(m.cfg.SigningKey)
 	m.writer = ingest.New(store, ingest.Config{Logger: m.logger})
 	go m.writer.Run()
+	cpCtx, stopCP := context.WithCancel(context.Background())
+	m.stopCheckpoints, m.checkpointsDone = stopCP, make(chan struct{})
+	go m.checkpointLoop(cpCtx)
 
 	api := httpapi.New(httpapi.Config{
 		Store:   store,
 		Writer:  m.writer,
 		Auth:    auth.New(m.cfg.Secret, m.cfg.JWT, nil),
 		Cursors: audit.NewCursorCodec([]byte(m.cfg.Secret)),
+		Signer:  m.signer,
 		Logger:  m.logger,
 		Version: Version(),
 	})
@@ -247,7 +266,8 @@ func (m *Main) Run(ctx context.Context) error {
 			m.logger.Error("serve", "err", err)
 		}
 	}()
-	m.logger.Info("nself-audit listening", "addr", ln.Addr().String(), "version", Version(), "jwt", m.cfg.JWT != nil)
+	m.logger.Info("nself-audit listening", "addr", ln.Addr().String(), "version", Version(), "jwt", m.cfg.JWT != nil,
+		"signing_key_id", m.signer.KeyID())
 	return nil
 }
 
@@ -322,6 +342,48 @@ func (m *Main) maintainPartitions(ctx context.Context) {
 	}
 }
 
+// checkpointTick is how often the checkpointer looks for due accounts.
+const checkpointTick = time.Second
+
+// checkpointLoop signs each account's chain head once it is
+// CheckpointEvents events ahead of the last checkpoint, or has moved and
+// the last checkpoint is CheckpointInterval old.
+func (m *Main) checkpointLoop(ctx context.Context) {
+	defer close(m.checkpointsDone)
+	t := time.NewTicker(min(checkpointTick, m.cfg.CheckpointInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.checkpointDue(ctx, m.cfg.CheckpointEvents, m.cfg.CheckpointInterval)
+		}
+	}
+}
+
+// checkpointDue signs the heads of the accounts that are due; errors are
+// logged and retried at the next tick.
+func (m *Main) checkpointDue(ctx context.Context, minEvents int64, maxAge time.Duration) {
+	now := time.Now()
+	accounts, err := m.store.DueCheckpoints(ctx, minEvents, maxAge, now)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.logger.Warn("checkpoints: list due accounts", "err", err)
+		}
+		return
+	}
+	for _, a := range accounts {
+		c, created, err := m.store.Checkpoint(ctx, audit.Scope{AccountID: a}, now, m.signer.Sign)
+		switch {
+		case err != nil:
+			m.logger.Warn("checkpoint", "account", a, "err", err)
+		case created:
+			m.logger.Debug("checkpoint signed", "account", a, "seq", c.Seq, "key_id", c.KeyID)
+		}
+	}
+}
+
 // Addr is the address the server listens on.
 func (m *Main) Addr() string { return m.listener.Addr().String() }
 
@@ -340,6 +402,12 @@ func (m *Main) Close() error {
 	}
 	if m.writer != nil {
 		errs = append(errs, m.writer.Close(ctx))
+	}
+	if m.stopCheckpoints != nil {
+		m.stopCheckpoints()
+		<-m.checkpointsDone
+		// What was committed last is signed before the process goes.
+		m.checkpointDue(ctx, 1, 0)
 	}
 	if m.stopBG != nil {
 		m.stopBG()

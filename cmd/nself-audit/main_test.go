@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -23,6 +24,9 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const testSecret = "test-plugin-secret-0123456789abcdef"
+
+// testSigningKey signs the checkpoints of in-process services.
+var testSigningKey = ed25519.NewKeyFromSeed([]byte("nself-audit test signing key 32b"))
 
 // service is one running nself-audit, wired as in production, on its own
 // database and port.
@@ -76,7 +80,8 @@ func start(t testing.TB, store string, opts ...option) *service {
 // SQLite file sqlitePath.
 func startOn(t testing.TB, dbURL, sqlitePath string, opts ...option) *service {
 	t.Helper()
-	cfg := &Config{DatabaseURL: dbURL, SQLitePath: sqlitePath, Host: "127.0.0.1", Port: 0, Secret: testSecret}
+	cfg := &Config{DatabaseURL: dbURL, SQLitePath: sqlitePath, Host: "127.0.0.1", Port: 0, Secret: testSecret,
+		SigningKey: testSigningKey, CheckpointEvents: 1000, CheckpointInterval: time.Minute}
 	for _, o := range opts {
 		o(cfg)
 	}

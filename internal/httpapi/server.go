@@ -25,6 +25,7 @@ type Server struct {
 	writer  Writer
 	auth    *auth.Authenticator
 	cursors *audit.CursorCodec
+	signer  *audit.Signer
 	logger  *slog.Logger
 	version string
 	now     func() time.Time
@@ -36,6 +37,7 @@ type Config struct {
 	Writer  Writer
 	Auth    *auth.Authenticator
 	Cursors *audit.CursorCodec
+	Signer  *audit.Signer
 	Logger  *slog.Logger
 	Version string
 	Now     func() time.Time
@@ -43,7 +45,7 @@ type Config struct {
 
 // New returns a Server.
 func New(cfg Config) *Server {
-	s := &Server{store: cfg.Store, writer: cfg.Writer, auth: cfg.Auth, cursors: cfg.Cursors,
+	s := &Server{store: cfg.Store, writer: cfg.Writer, auth: cfg.Auth, cursors: cfg.Cursors, signer: cfg.Signer,
 		logger: cfg.Logger, version: cfg.Version, now: cfg.Now}
 	if s.logger == nil {
 		s.logger = slog.Default()
@@ -76,6 +78,10 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/stats", api(s.handleStats))
 	mux.Handle("GET /api/v1/verify", api(s.handleVerify))
 	mux.Handle("GET /api/v1/events/export", api(s.handleExport))
+	mux.Handle("POST /api/v1/checkpoints", api(s.handleCreateCheckpoint))
+	mux.Handle("GET /api/v1/checkpoints", api(s.handleListCheckpoints))
+	mux.Handle("GET /api/v1/checkpoints/latest", api(s.handleLatestCheckpoint))
+	mux.Handle("GET /api/v1/public-key", api(s.handlePublicKey))
 
 	return withRequestID(s.withLogAndRecover(s.notFound(mux)))
 }
