@@ -221,3 +221,28 @@ func TestJWTRS256(t *testing.T) {
 		t.Fatalf("HS256 signed with the RSA public key: %d %s", r.status, r.raw)
 	}
 }
+
+// TestJWTRS256Admin: an admin role with an RS256 token reads the whole
+// account (the user role is in TestJWTRS256).
+func TestJWTRS256Admin(t *testing.T) {
+	t.Parallel()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	cfg, _ := json.Marshal(map[string]string{"type": "RS256", "key": string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))})
+	s := start(t, "sqlite", withJWT(string(cfg)))
+	s.post("acme", `{"actor_id":"alice","action":"doc.read"}`)
+	s.post("acme", `{"actor_id":"bob","action":"doc.read"}`)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodRS256, claims{user: "root", role: "admin", account: "acme", allowed: []string{"admin"}}.mapClaims()).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := s.get("/api/v1/events", bearer(tok)).events(); len(evs) != 2 {
+		t.Fatalf("RS256 admin sees %d events, want 2", len(evs))
+	}
+	if r := s.do("POST", "/api/v1/events", bearer(tok), `{"actor_id":"root","action":"a.b"}`); r.status != 403 {
+		t.Fatalf("RS256 admin writes: %d", r.status)
+	}
+}

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nself-org/nself-audit/internal/audit"
 )
 
 // BenchmarkPostEvents measures single-event POSTs through the real service
@@ -40,6 +43,49 @@ func BenchmarkPostEvents(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}
+
+// seedEvents appends n events to account through the store, in batches of
+// 1000, as the group-commit writer would.
+func seedEvents(b *testing.B, store audit.Store, account string, n int) {
+	b.Helper()
+	ctx := context.Background()
+	for done := 0; done < n; done += 1000 {
+		items := make([]*audit.AppendItem, 0, 1000)
+		for i := done; i < done+1000 && i < n; i++ {
+			in := &audit.EventInput{ActorID: fmt.Sprintf("user-%d", i%500), Action: "doc.read", ResourceType: "doc",
+				ResourceID: fmt.Sprintf("d%d", i%10000), Metadata: []byte(fmt.Sprintf(`{"i":%d,"mfa":true}`, i))}
+			e, err := in.Validate(account, "bench", time.Now())
+			if err != nil {
+				b.Fatal(err)
+			}
+			items = append(items, &audit.AppendItem{Event: e})
+		}
+		if err := store.Append(ctx, items); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVerify1M measures GET /api/v1/verify over a chain of one
+// million events (issue 4: under 10 s), through the real service. Seeding
+// takes a minute or two per store and is not timed.
+func BenchmarkVerify1M(b *testing.B) {
+	const n = 1_000_000
+	for _, store := range stores {
+		b.Run(store, func(b *testing.B) {
+			s := start(b, store)
+			seedEvents(b, s.main.store, "acme", n)
+			b.ResetTimer()
+			for b.Loop() {
+				r := s.get("/api/v1/verify", pluginHeaders("acme"))
+				if r.body["ok"] != true || r.body["checked"] != float64(n) {
+					b.Fatalf("verify: %s", r.raw)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,7 +22,14 @@ import (
 	"github.com/nself-org/nself-audit/internal/storetest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "nself-audit-test-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	pgtest.Main(m, func() { os.RemoveAll(dir) })
+}
 
 const testSecret = "test-plugin-secret-0123456789abcdef"
 

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -22,9 +24,12 @@ import (
 	"github.com/nself-org/nself-audit/internal/sqlite"
 )
 
+// binDir holds the binary built for this test run; TestMain removes it.
+var binDir string
+
 // buildBinary builds the real binary once per test run.
 var buildBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "nself-audit-bin-")
+	dir, err := os.MkdirTemp(binDir, "nself-audit-bin-")
 	if err != nil {
 		return "", err
 	}
@@ -234,6 +239,11 @@ func TestVerbs(t *testing.T) {
 		{append(good, "HASURA_GRAPHQL_JWT_SECRET", `{"type":"HS256"`), "HASURA_GRAPHQL_JWT_SECRET"},
 		{append(good, "HASURA_GRAPHQL_JWT_SECRET", `{"type":"XX999","key":"k"}`), "HASURA_GRAPHQL_JWT_SECRET"},
 		{append(good, "LOG_LEVEL", "loud"), "LOG_LEVEL"},
+		{append(good, "NSELF_AUDIT_SIGNING_KEY", "not-base64!"), "NSELF_AUDIT_SIGNING_KEY"},
+		{append(good, "NSELF_AUDIT_SIGNING_KEY", "AAAA"), "NSELF_AUDIT_SIGNING_KEY"},
+		{append(good, "NSELF_AUDIT_SIGNING_KEY_FILE", "/nonexistent"), "NSELF_AUDIT_SIGNING_KEY_FILE: cannot read"},
+		{append(good, "NSELF_AUDIT_CHECKPOINT_EVENTS", "0"), "NSELF_AUDIT_CHECKPOINT_EVENTS"},
+		{append(good, "NSELF_AUDIT_CHECKPOINT_SECONDS", "soon"), "NSELF_AUDIT_CHECKPOINT_SECONDS"},
 		{[]string{"DATABASE_URL", dbURL, "PLUGIN_INTERNAL_SECRET_FILE", "/nonexistent"}, "PLUGIN_INTERNAL_SECRET_FILE: cannot read"},
 	}
 	for _, c := range bad {
@@ -257,6 +267,18 @@ func TestVerbs(t *testing.T) {
 	cfg, err = LoadConfig(env("DATABASE_URL", dbURL, "PLUGIN_SECRET", testSecret))
 	if err != nil || cfg.Secret != testSecret || cfg.Addr() != "127.0.0.1:3843" {
 		t.Fatalf("PLUGIN_SECRET alias and defaults: %+v %v", cfg, err)
+	}
+	// The signing key from the environment, in either accepted length.
+	seed := make([]byte, 32)
+	for i := range seed {
+		seed[i] = byte(i)
+	}
+	want := ed25519.NewKeyFromSeed(seed)
+	for _, raw := range [][]byte{seed, want} {
+		cfg, err := LoadConfig(env(append(good, "NSELF_AUDIT_SIGNING_KEY", base64.StdEncoding.EncodeToString(raw))...))
+		if err != nil || !want.Equal(cfg.SigningKey) {
+			t.Errorf("signing key of %d bytes: %v", len(raw), err)
+		}
 	}
 	// Which store: PostgreSQL URLs, else the embedded file.
 	for _, c := range []struct{ url, dataDir, path string }{
@@ -302,7 +324,12 @@ func TestEmbeddedFirstRun(t *testing.T) {
 	if len(secret) < 32 {
 		t.Errorf("generated secret has %d characters, want 32 or more", len(secret))
 	}
-	for path, want := range map[string]os.FileMode{dir: 0o700, secretPath: 0o600, dbFile: 0o600} {
+	keyPath := filepath.Join(dir, "signing-key")
+	keyRaw, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o700, secretPath: 0o600, dbFile: 0o600, keyPath: 0o600} {
 		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
 			t.Errorf("%s: mode %v, %v; want %v", path, fi.Mode().Perm(), err, want)
 		}
@@ -319,10 +346,21 @@ func TestEmbeddedFirstRun(t *testing.T) {
 	}
 	p.stop()
 
-	// Second start: same secret, same file, the event is still there.
+	// Second start: same secret, same key, same file, the event is still there.
 	p2 := runProcess(t, "NSELF_AUDIT_DATA_DIR="+dir)
 	if r := p2.get("/api/v1/events", h); len(r.events()) != 1 {
 		t.Fatalf("after restart: %s", r.raw)
+	}
+	key, err := audit.ParseSigningKey(string(keyRaw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pk := p2.get("/api/v1/public-key", h).body; pk["key_id"] != audit.NewSigner(key).KeyID() {
+		t.Errorf("after restart the service signs with key %v, not the kept one", pk["key_id"])
+	}
+	// The first process checkpointed what it wrote before it stopped.
+	if r := p2.do("GET", "/api/v1/checkpoints/latest", h, ""); r.status != 200 || r.body["seq"] != 1.0 {
+		t.Errorf("no checkpoint of the first run's event: %d %s", r.status, r.raw)
 	}
 	p2.stop()
 

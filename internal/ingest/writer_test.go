@@ -177,3 +177,48 @@ func TestWriteHonoursContext(t *testing.T) {
 		t.Fatalf("Write returned after %v; it should not wait for the commit once ctx ends", d)
 	}
 }
+
+// flakyStore fails its first Appends with a deadlock, as PostgreSQL may
+// under contention, then behaves.
+type flakyStore struct {
+	audit.Store
+	failures int
+	calls    int
+}
+
+type sqlStateErr string
+
+func (e sqlStateErr) Error() string    { return "deadlock detected" }
+func (e sqlStateErr) SQLState() string { return string(e) }
+
+func (f *flakyStore) Append(ctx context.Context, items []*audit.AppendItem) error {
+	f.calls++
+	if f.calls <= f.failures {
+		return sqlStateErr("40P01")
+	}
+	return f.Store.Append(ctx, items)
+}
+
+// TestTransientFailureRetried: a deadlock is retried and the write
+// succeeds; a batch that keeps failing answers the error after Attempts.
+func TestTransientFailureRetried(t *testing.T) {
+	t.Parallel()
+	store := &flakyStore{Store: newStore(t), failures: 2}
+	w := New(store, Config{Attempts: 3})
+	go w.Run()
+	defer w.Close(context.Background())
+	if err := w.Write(context.Background(), item(t, "acme")); err != nil {
+		t.Fatalf("write after two deadlocks: %v", err)
+	}
+	if store.calls != 3 || storetest.VerifyChain(t, store, "acme") != 1 {
+		t.Fatalf("%d attempts; want 3 and one stored event", store.calls)
+	}
+
+	always := &flakyStore{Store: newStore(t), failures: 100}
+	w2 := New(always, Config{Attempts: 3})
+	go w2.Run()
+	defer w2.Close(context.Background())
+	if err := w2.Write(context.Background(), item(t, "acme")); err == nil || always.calls != 3 {
+		t.Fatalf("write against a store that always deadlocks: %v after %d attempts", err, always.calls)
+	}
+}

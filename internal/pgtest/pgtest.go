@@ -79,12 +79,18 @@ var Default *Server
 
 // Main is for TestMain: it starts the server, sets Default, runs m.Run, stops
 // the server (also when m.Run panics, and on SIGINT/SIGTERM) and exits with
-// the code of m.Run. A start error is printed and exits 1.
-func Main(m *testing.M) {
-	os.Exit(run(m))
+// the code of m.Run. A start error is printed and exits 1. The cleanup
+// functions run last, whatever happened.
+func Main(m *testing.M, cleanup ...func()) {
+	os.Exit(run(m, cleanup))
 }
 
-func run(m *testing.M) (code int) {
+func run(m *testing.M, cleanup []func()) (code int) {
+	defer func() {
+		for _, f := range cleanup {
+			f()
+		}
+	}()
 	s, err := Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)

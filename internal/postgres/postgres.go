@@ -136,6 +136,13 @@ func (s *Store) EnsurePartitions(ctx context.Context, monthsAhead int) (int, err
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var n int
-	err := s.pool.QueryRow(ctx, `SELECT np_nself_audit.ensure_partitions($1)`, monthsAhead).Scan(&n)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Creating a partition locks the table: give up rather than stall
+		// writes; the next hourly run tries again.
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '5s'`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT np_nself_audit.ensure_partitions($1)`, monthsAhead).Scan(&n)
+	})
 	return n, classify(err)
 }
