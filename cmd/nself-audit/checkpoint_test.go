@@ -92,6 +92,13 @@ func TestCheckpointRoutes(t *testing.T) {
 		if r := s.get("/api/v1/checkpoints", pluginHeaders("globex")); len(r.body["checkpoints"].([]any)) != 0 {
 			t.Errorf("globex sees acme's checkpoints: %s", r.raw)
 		}
+		admin := hsToken(t, claims{user: "root", role: "admin", account: "acme", allowed: []string{"admin"}})
+		if r := s.do("POST", "/api/v1/checkpoints", bearer(admin), ""); r.status != 403 {
+			t.Errorf("an admin JWT creates a checkpoint: %d", r.status)
+		}
+		if r := s.do("GET", "/api/v1/checkpoints/latest", bearer(admin), ""); r.status != 200 {
+			t.Errorf("an admin JWT reads the latest checkpoint: %d", r.status)
+		}
 		user := hsToken(t, claims{user: "u1", role: "user", account: "acme", allowed: []string{"user"}})
 		for _, rt := range []struct{ method, path string }{{"POST", "/api/v1/checkpoints"}, {"GET", "/api/v1/checkpoints"}, {"GET", "/api/v1/checkpoints/latest"}} {
 			if r := s.do(rt.method, rt.path, bearer(user), ""); r.status != 403 {

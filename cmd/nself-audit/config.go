@@ -87,8 +87,11 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		if strings.HasPrefix(path, "//") { // sqlite:///abs/path
 			path = path[2:]
 		}
-		if path == "" {
+		switch {
+		case path == "":
 			return nil, fmt.Errorf("DATABASE_URL: sqlite: needs a file path, such as sqlite:./data/audit.db")
+		case strings.ContainsAny(path, "?#"):
+			return nil, fmt.Errorf("DATABASE_URL: the sqlite: form takes a plain file path, without ? or # parameters")
 		}
 		cfg.SQLitePath, cfg.DatabaseURL = path, ""
 	default:
@@ -191,11 +194,10 @@ const (
 // whether the token came from the folder.
 func (c *Config) prepareDataDir() (secretFromFile bool, err error) {
 	needSecret := c.Embedded() && c.Secret == ""
-	if !c.Embedded() && !needSecret && c.SigningKey != nil {
-		return false, nil
-	}
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return false, fmt.Errorf("NSELF_AUDIT_DATA_DIR: cannot create %s: %v", c.DataDir, err)
+	if needSecret || c.SigningKey == nil || (c.Embedded() && filepath.Dir(c.SQLitePath) == filepath.Clean(c.DataDir)) {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			return false, fmt.Errorf("NSELF_AUDIT_DATA_DIR: cannot create %s: %v", c.DataDir, err)
+		}
 	}
 	if c.Embedded() {
 		if dir := filepath.Dir(c.SQLitePath); dir != c.DataDir {

@@ -189,7 +189,11 @@ func migrateOnly(ctx context.Context, cfg *Config, logger *slog.Logger, stdout i
 		logger.Error("migrate", "err", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "migrations: applied %d now, %d of %d in the ledger\n", len(applied), st.Applied, st.Expected)
+	if cfg.Embedded() {
+		fmt.Fprintf(stdout, "migrations: %d of %d in the ledger (the embedded store applies them when it opens)\n", st.Applied, st.Expected)
+	} else {
+		fmt.Fprintf(stdout, "migrations: applied %d now, %d of %d in the ledger\n", len(applied), st.Applied, st.Expected)
+	}
 	return 0
 }
 

@@ -197,12 +197,21 @@ func TestVerbs(t *testing.T) {
 		return func(k string) string { return m[k] }
 	}
 	good := []string{"DATABASE_URL", dbURL, "PLUGIN_INTERNAL_SECRET", testSecret}
+	// Runs get a data folder of their own: nothing may be written into
+	// the source tree.
+	dataDir := t.TempDir()
 	runCmd := func(args []string, getenv func(string) string) (int, string, string) {
 		var out, errOut bytes.Buffer
 		// A configuration that is unexpectedly valid serves until ctx ends.
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		code := run(ctx, args, getenv, &out, &errOut)
+		withDataDir := func(k string) string {
+			if v := getenv(k); v != "" || k != "NSELF_AUDIT_DATA_DIR" {
+				return v
+			}
+			return dataDir
+		}
+		code := run(ctx, args, withDataDir, &out, &errOut)
 		return code, out.String(), errOut.String()
 	}
 
