@@ -107,7 +107,9 @@ func runProcess(t *testing.T, env ...string) *process {
 		}
 		cmd.Env = append(cmd.Env, kv)
 	}
+	cmd.Env = append(cmd.Env, "NSELF_AUDIT_DATA_DIR="+filepath.Join(t.TempDir(), "data")) // env may name another
 	cmd.Env = append(cmd.Env, append(env, "PORT="+strconv.Itoa(port))...)
+	cmd.Dir = t.TempDir() // nothing the process writes lands in the source tree
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
