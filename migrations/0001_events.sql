@@ -47,7 +47,9 @@ CREATE TABLE np_nself_audit.np_audit_events (
     user_agent        text        NOT NULL DEFAULT '',
     request_id        text        COLLATE "C" NOT NULL DEFAULT '',
     source            text        COLLATE "C" NOT NULL DEFAULT '',
-    metadata          jsonb       NOT NULL DEFAULT '{}',
+    -- json, not jsonb: the text is kept byte for byte as it was hashed
+    -- (RFC 8785), so reads and verification never re-encode it.
+    metadata          json        NOT NULL DEFAULT '{}',
     prev_hash         text        NOT NULL CHECK (prev_hash ~ '^[0-9a-f]{64}$'),
     hash              text        NOT NULL CHECK (hash ~ '^[0-9a-f]{64}$'),
     PRIMARY KEY (id, occurred_at)

@@ -182,36 +182,43 @@ func lessUTF16(a, b string) bool {
 }
 
 // writeString writes s as a JSON string with RFC 8785's escaping: only the
-// quote, the backslash and control characters are escaped.
+// quote, the backslash and control characters are escaped. Runs of bytes
+// that need no escaping are copied at once.
 func writeString(buf *bytes.Buffer, s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
 		return Errorf(EINVALID, "strings may not contain NUL characters")
 	}
 	buf.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			buf.WriteString(`\"`)
-		case r == '\\':
-			buf.WriteString(`\\`)
-		case r == '\b':
-			buf.WriteString(`\b`)
-		case r == '\f':
-			buf.WriteString(`\f`)
-		case r == '\n':
-			buf.WriteString(`\n`)
-		case r == '\r':
-			buf.WriteString(`\r`)
-		case r == '\t':
-			buf.WriteString(`\t`)
-		case r < 0x20:
-			buf.WriteString(`\u00`)
-			buf.WriteByte("0123456789abcdef"[r>>4])
-			buf.WriteByte("0123456789abcdef"[r&0xf])
-		default:
-			buf.WriteRune(r)
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue // UTF-8 multi-byte sequences never contain such bytes
 		}
+		buf.WriteString(s[start:i])
+		switch c {
+		case '"':
+			buf.WriteString(`\"`)
+		case '\\':
+			buf.WriteString(`\\`)
+		case '\b':
+			buf.WriteString(`\b`)
+		case '\f':
+			buf.WriteString(`\f`)
+		case '\n':
+			buf.WriteString(`\n`)
+		case '\r':
+			buf.WriteString(`\r`)
+		case '\t':
+			buf.WriteString(`\t`)
+		default:
+			buf.WriteString(`\u00`)
+			buf.WriteByte("0123456789abcdef"[c>>4])
+			buf.WriteByte("0123456789abcdef"[c&0xf])
+		}
+		start = i + 1
 	}
+	buf.WriteString(s[start:])
 	buf.WriteByte('"')
 	return nil
 }
@@ -266,6 +273,7 @@ var GenesisHash = strings.Repeat("0", 64)
 // prev_hash and hash, times in TimeFormat. See docs/CHAIN.md.
 func Canonical(e *Event) []byte {
 	var buf bytes.Buffer
+	buf.Grow(512 + len(e.Metadata) + len(e.UserAgent))
 	meta := e.Metadata
 	if len(meta) == 0 {
 		meta = CanonicalJSON("{}")

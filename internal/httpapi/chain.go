@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,8 +18,55 @@ import (
 var noDeadline time.Time
 
 // chainPage is how many events a chain walk reads per query: memory stays
-// constant whatever the chain's length.
-const chainPage = 1000
+// constant (two pages) whatever the chain's length.
+const chainPage = 2000
+
+// chainWalk reads the account's chain after a seq, page by page, one page
+// ahead of its reader so that the database's work and ours overlap.
+type chainWalk struct {
+	pages  chan []*audit.Event
+	err    error // set before pages is closed
+	cancel context.CancelFunc
+}
+
+func (s *Server) walkChain(ctx context.Context, scope audit.Scope, after int64) *chainWalk {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &chainWalk{pages: make(chan []*audit.Event, 1), cancel: cancel}
+	go func() {
+		defer close(w.pages)
+		for {
+			evs, err := s.store.Chain(ctx, scope, after, chainPage)
+			if err != nil {
+				if ctx.Err() == nil { // not the walk's own end
+					w.err = err
+				}
+				return
+			}
+			if len(evs) > 0 {
+				select {
+				case w.pages <- evs:
+				case <-ctx.Done():
+					return
+				}
+				after = evs[len(evs)-1].Seq
+			}
+			if len(evs) < chainPage {
+				return
+			}
+		}
+	}()
+	return w
+}
+
+// next returns the next page; nil at the end or on error (see err).
+func (w *chainWalk) next() []*audit.Event { return <-w.pages }
+
+// close stops the walk and waits for its reader to finish.
+func (w *chainWalk) close() {
+	w.cancel()
+	for range w.pages {
+	}
+}
 
 // requireWholeAccount lets through callers who may read every event of
 // their account: the plugin token and admin roles. A chain is never
@@ -115,29 +163,27 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	// Verification takes as long as the chain is long: no write deadline.
 	http.NewResponseController(w).SetWriteDeadline(noDeadline)
 	res := verifyResult{OK: true, Reason: "every event checked verifies"}
-walk:
-	for {
-		evs, err := s.store.Chain(ctx, scope, after, chainPage)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
+	walk := s.walkChain(ctx, scope, after)
+	defer walk.close()
+pages:
+	for evs := walk.next(); evs != nil; evs = walk.next() {
 		for _, e := range evs {
 			if to > 0 && e.Seq > to {
-				break walk
+				break pages
 			}
 			if err := v.Check(e); err != nil {
 				var ce *audit.ChainError
 				errors.As(err, &ce)
 				res.OK, res.FirstBrokenSeq, res.Reason = false, &ce.Seq, ce.Reason
-				break walk
+				break pages
 			}
 			res.Checked++
-			after = e.Seq
 		}
-		if len(evs) < chainPage {
-			break
-		}
+	}
+	walk.close()
+	if walk.err != nil {
+		s.writeError(w, r, walk.err)
+		return
 	}
 	res.Head.Seq, res.Head.Hash = v.Head()
 	if res.OK && (to == 0 || to > res.Head.Seq) {
@@ -185,13 +231,13 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	scope := audit.Scope{AccountID: p.AccountID}
-	ctx := r.Context()
-	after := max(from-1, 0)
+	walk := s.walkChain(r.Context(), scope, max(from-1, 0))
+	defer walk.close()
 	// The first page is read before the status is sent, so an unavailable
 	// database is still a 503 and not a truncated 200.
-	evs, err := s.store.Chain(ctx, scope, after, chainPage)
-	if err != nil {
-		s.writeError(w, r, err)
+	evs := walk.next()
+	if evs == nil && walk.err != nil {
+		s.writeError(w, r, walk.err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -200,9 +246,10 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 	// Streaming takes as long as the chain is long: no write deadline.
 	rc := http.NewResponseController(w)
 	rc.SetWriteDeadline(noDeadline)
+	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	for {
+	for ; evs != nil; evs = walk.next() {
 		for _, e := range evs {
 			if to > 0 && e.Seq > to {
 				return
@@ -210,17 +257,12 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 			if err := enc.Encode(e); err != nil {
 				return // the client left
 			}
-			after = e.Seq
-		}
-		if len(evs) < chainPage {
-			return
 		}
 		rc.Flush()
-		if evs, err = s.store.Chain(ctx, scope, after, chainPage); err != nil {
-			// The status is sent: end the stream early; the missing tail
-			// shows in an offline verification.
-			s.logger.Warn("export interrupted", "request_id", requestID(r), "err", err)
-			return
-		}
+	}
+	if walk.err != nil {
+		// The status is sent: end the stream early; the missing tail
+		// shows in an offline verification.
+		s.logger.Warn("export interrupted", "request_id", requestID(r), "err", walk.err)
 	}
 }

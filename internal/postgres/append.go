@@ -102,7 +102,7 @@ func appendAccount(ctx context.Context, tx pgx.Tx, account string, items []*audi
 			 source, metadata, prev_hash, hash
 		FROM unnest($2::uuid[], $3::int8[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[],
 			$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-			$15::text[], $16::text[], $17::jsonb[], $18::text[], $19::text[])
+			$15::text[], $16::text[], $17::json[], $18::text[], $19::text[])
 			AS t(id, seq, occurred_at, recorded_at, actor_id, actor_type, action, resource_type,
 			     resource_id, outcome, severity, ip_address, user_agent, request_id, source,
 			     metadata, prev_hash, hash)`,

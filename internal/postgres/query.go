@@ -33,13 +33,8 @@ func queryEvents(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]*au
 			return nil, err
 		}
 		e.OccurredAt, e.RecordedAt = e.OccurredAt.UTC(), e.RecordedAt.UTC()
-		// jsonb reorders members and adds spaces; the canonical form is what
-		// was hashed, and canonicalizing jsonb's text gives it back.
-		c, err := audit.Canonicalize([]byte(meta))
-		if err != nil {
-			return nil, fmt.Errorf("event %s: stored metadata: %w", e.ID, err)
-		}
-		e.Metadata = c
+		// A json column keeps the canonical text exactly as it was hashed.
+		e.Metadata = audit.CanonicalJSON(meta)
 		out = append(out, &e)
 	}
 	return out, rows.Err()
