@@ -214,3 +214,55 @@ func TestOfflineVerifyWithCheckpoints(t *testing.T) {
 		}
 	})
 }
+
+func withSigningKey(seed string) option {
+	return func(c *Config) { c.SigningKey = ed25519.NewKeyFromSeed([]byte(seed)) }
+}
+
+// TestKeyRotation: after the service restarts with a new signing key, old
+// checkpoints stay verifiable with the old public key (key_id tells which),
+// and the checkpoint chain runs on across the rotation.
+func TestKeyRotation(t *testing.T) {
+	eachStore(t, func(t *testing.T, store string) {
+		var dbURL, file string
+		if store == "postgres" {
+			dbURL = pgtestDatabase(t)
+		} else {
+			file = filepath.Join(t.TempDir(), "audit.db")
+		}
+		h := pluginHeaders("acme")
+		old := startOn(t, dbURL, file, withSigningKey("first signing key, 32 bytes long"))
+		postN(old, "acme", 4)
+		old.do("POST", "/api/v1/checkpoints", h, "")
+		oldKey := old.get("/api/v1/public-key", h).body["public_key"].(string)
+		old.main.Close()
+
+		cur := startOn(t, dbURL, file, withSigningKey("second signing key, 32 bytes ok!"))
+		postN(cur, "acme", 3)
+		if r := cur.do("POST", "/api/v1/checkpoints", h, ""); r.status != 201 {
+			t.Fatalf("checkpoint after rotation: %d %s", r.status, r.raw)
+		}
+		newKey := cur.get("/api/v1/public-key", h).body["public_key"].(string)
+		if newKey == oldKey {
+			t.Fatal("the key did not change")
+		}
+		dir := t.TempDir()
+		write := func(name string, b []byte) string {
+			p := filepath.Join(dir, name)
+			os.WriteFile(p, b, 0o600)
+			return p
+		}
+		events := write("events.ndjson", cur.do("GET", "/api/v1/events/export", h, "").raw)
+		cps := write("cps.json", cur.get("/api/v1/checkpoints", h).raw)
+		oldFile, newFile := write("old.b64", []byte(oldKey)), write("new.b64", []byte(newKey))
+		var out bytes.Buffer
+		if code := verifyFile([]string{"--file", events, "--checkpoints", cps, "--public-key", oldFile, "--public-key", newFile}, &out, &out); code != 0 ||
+			!strings.Contains(out.String(), "2 signed checkpoints verify") {
+			t.Fatalf("both keys: exit %d\n%s", code, out.String())
+		}
+		out.Reset()
+		if code := verifyFile([]string{"--file", events, "--checkpoints", cps, "--public-key", newFile}, &out, &out); code != 1 || !strings.Contains(out.String(), "which no --public-key names") {
+			t.Fatalf("only the new key: exit %d\n%s", code, out.String())
+		}
+	})
+}

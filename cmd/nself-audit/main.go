@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -210,6 +211,9 @@ type Main struct {
 
 	stopCheckpoints context.CancelFunc
 	checkpointsDone chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
 	server          *http.Server
 	listener        net.Listener
 	stopBG          context.CancelFunc
@@ -398,6 +402,11 @@ const shutdownTimeout = 20 * time.Second
 // Close stops accepting requests, lets in-flight ones finish, commits what
 // is queued, and closes the database.
 func (m *Main) Close() error {
+	m.closeOnce.Do(func() { m.closeErr = m.close() })
+	return m.closeErr
+}
+
+func (m *Main) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	var errs []error

@@ -76,13 +76,16 @@ func start(t testing.TB, store string, opts ...option) *service {
 	t.Helper()
 	switch store {
 	case "postgres":
-		return startOn(t, pgtest.Default.NewDatabase(t), "", opts...)
+		return startOn(t, pgtestDatabase(t), "", opts...)
 	case "sqlite":
 		return startOn(t, "", filepath.Join(t.TempDir(), "audit.db"), opts...)
 	}
 	t.Fatalf("unknown store %q", store)
 	return nil
 }
+
+// pgtestDatabase returns a fresh PostgreSQL database.
+func pgtestDatabase(t testing.TB) string { return pgtest.Default.NewDatabase(t) }
 
 // startOn runs the service on the PostgreSQL database dbURL, or on the
 // SQLite file sqlitePath.
