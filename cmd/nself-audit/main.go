@@ -214,10 +214,10 @@ type Main struct {
 
 	closeOnce sync.Once
 	closeErr  error
-	server          *http.Server
-	listener        net.Listener
-	stopBG          context.CancelFunc
-	bgDone          chan struct{}
+	server    *http.Server
+	listener  net.Listener
+	stopBG    context.CancelFunc
+	bgDone    chan struct{}
 }
 
 // NewMain returns a Main for cfg.
