@@ -810,3 +810,44 @@ func TestContext(t *testing.T) {
 		t.Fatal("FromContext reports a nil principal as present")
 	}
 }
+
+// TestJWKSCachedKeyDoesNotWait: while a fetch for an unknown kid hangs, a
+// token whose key is cached and fresh is verified at once.
+func TestJWKSCachedKeyDoesNotWait(t *testing.T) {
+	t.Parallel()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newJWKSServer(t, rsaJWK(&key.PublicKey, "k1"))
+	ks := newKeySet(srv.URL, srv.Client())
+	base := time.Now()
+	ks.now = func() time.Time { return base }
+	ctx := context.Background()
+	if k, err := ks.get(ctx, "k1"); err != nil || k == nil {
+		t.Fatalf("first get: %v", err)
+	}
+	ks.mu.Lock()
+	ks.now = func() time.Time { return base.Add(time.Minute) } // past the refetch interval, cache still fresh
+	ks.mu.Unlock()
+
+	srv.mu.Lock() // the next fetch hangs until released
+	done := make(chan error, 1)
+	go func() {
+		_, err := ks.get(ctx, "k2")
+		done <- err
+	}()
+	for srv.hits.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	k, err := ks.get(ctx, "k1")
+	elapsed := time.Since(start)
+	srv.mu.Unlock()
+	if err := <-done; err == nil {
+		t.Error("the unknown kid was accepted")
+	}
+	if err != nil || k == nil || elapsed > 500*time.Millisecond {
+		t.Fatalf("cached key during a hanging fetch: %v after %v", err, elapsed)
+	}
+}

@@ -43,7 +43,8 @@ type keySet struct {
 	mu        sync.Mutex
 	keys      map[string]*verifyKey // by kid; "" for a key without one
 	expires   time.Time
-	lastFetch time.Time // last attempt, successful or not
+	lastFetch time.Time     // last attempt, successful or not
+	fetching  chan struct{} // closed when the fetch in flight ends; nil when none
 }
 
 func newKeySet(url string, client *http.Client) *keySet {
@@ -54,38 +55,63 @@ func newKeySet(url string, client *http.Client) *keySet {
 // cache is stale, or kid is unknown (a key rotation), at most once per
 // jwksMinInterval. A failed fetch keeps the old keys: an auth service
 // hiccup must not lock out everyone holding a token signed by a known key.
+// Requests whose key is cached and fresh never wait for a fetch; the others
+// wait for the one fetch in flight rather than each starting their own.
 func (s *keySet) get(ctx context.Context, kid string) (*verifyKey, error) {
-	// The lock is held during the fetch so concurrent requests wait for one
-	// fetch instead of each starting their own.
 	s.mu.Lock()
-	defer s.mu.Unlock()
-
 	now := s.now()
 	k := s.lookup(kid)
-	due := s.keys == nil || !now.Before(s.expires) || k == nil
-	if due && (s.lastFetch.IsZero() || now.Sub(s.lastFetch) >= jwksMinInterval) {
+	stale := s.keys == nil || !now.Before(s.expires)
+	due := stale || k == nil
+	if due && s.fetching == nil && (s.lastFetch.IsZero() || now.Sub(s.lastFetch) >= jwksMinInterval) {
 		s.lastFetch = now
+		s.fetching = make(chan struct{})
 		// Detached from the request's cancellation: an impatient client must
 		// not abort the fetch and so block refreshes for everyone.
-		keys, ttl, err := s.fetch(context.WithoutCancel(ctx))
-		if err != nil {
-			slog.Warn("auth: cannot fetch JWKS", "url", s.url, "err", err)
-		} else {
-			s.keys, s.expires = keys, now.Add(ttl)
-			k = s.lookup(kid)
-		}
+		go s.refresh(context.WithoutCancel(ctx), s.fetching)
 	}
+	wait := s.fetching
+	s.mu.Unlock()
 
+	// A cached key that is fresh is used at once, even while a fetch for
+	// another (unknown) kid is in flight.
+	if wait != nil && (k == nil || stale) {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, audit.Errorf(audit.EUNAUTHORIZED, "cannot verify token: key set unavailable")
+		}
+		s.mu.Lock()
+		k = s.lookup(kid)
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	haveKeys := s.keys != nil
+	s.mu.Unlock()
 	switch {
-	case s.keys == nil:
-		return nil, audit.Errorf(audit.EUNAUTHORIZED, "cannot verify token: key set unavailable")
 	case k != nil:
 		return k, nil
+	case !haveKeys:
+		return nil, audit.Errorf(audit.EUNAUTHORIZED, "cannot verify token: key set unavailable")
 	case kid == "":
 		return nil, audit.Errorf(audit.EUNAUTHORIZED, "token has no kid and the key set has several keys")
 	default:
 		return nil, audit.Errorf(audit.EUNAUTHORIZED, "cannot verify token: unknown key id")
 	}
+}
+
+// refresh fetches the set, stores it, and closes done.
+func (s *keySet) refresh(ctx context.Context, done chan struct{}) {
+	keys, ttl, err := s.fetch(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		slog.Warn("auth: cannot fetch JWKS", "url", s.url, "err", err)
+	} else {
+		s.keys, s.expires = keys, s.now().Add(ttl)
+	}
+	s.fetching = nil
+	close(done)
 }
 
 // lookup finds kid in the cache. A token without kid is accepted only when
