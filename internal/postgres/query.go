@@ -105,6 +105,22 @@ func (w *where) eq(column, v string) {
 	}
 }
 
+// enum filters column on one value of a closed set, written as a literal
+// taken from the set itself, never from the input: the planner then sees
+// the value and can use the partial indexes of migration 0003.
+func (w *where) enum(column, v string, set []string) {
+	if v == "" {
+		return
+	}
+	for _, allowed := range set {
+		if v == allowed {
+			w.conds = append(w.conds, column+" = '"+allowed+"'")
+			return
+		}
+	}
+	w.add(column+" = ?", v) // not in the set: matches nothing, safely
+}
+
 func (w *where) String() string { return strings.Join(w.conds, " AND ") }
 
 func filterWhere(scope audit.Scope, f audit.Filter) *where {
@@ -112,7 +128,7 @@ func filterWhere(scope audit.Scope, f audit.Filter) *where {
 	w.add("source_account_id = ?", scope.AccountID)
 	w.eq("actor_id", scope.ActorID)
 	w.eq("actor_id", f.ActorID)
-	w.eq("actor_type", f.ActorType)
+	w.enum("actor_type", f.ActorType, audit.ActorTypes)
 	w.eq("action", f.Action)
 	if f.ActionPrefix != "" {
 		// "user." ≤ action < "user/": the prefix range under the C collation.
@@ -121,8 +137,8 @@ func filterWhere(scope audit.Scope, f audit.Filter) *where {
 	}
 	w.eq("resource_type", f.ResourceType)
 	w.eq("resource_id", f.ResourceID)
-	w.eq("outcome", f.Outcome)
-	w.eq("severity", f.Severity)
+	w.enum("outcome", f.Outcome, audit.Outcomes)
+	w.enum("severity", f.Severity, audit.Severities)
 	w.eq("source", f.Source)
 	if !f.Since.IsZero() {
 		w.add("occurred_at >= ?", f.Since)
