@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/nself-org/nself-audit/internal/audit"
+	"github.com/nself-org/nself-audit/internal/storetest"
 )
 
 // childEnv names the role of a re-executed test binary: the tests below
@@ -120,8 +121,8 @@ func TestProcessesShareOneChain(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for b := 0; b < parentBatches; b++ {
-				its := items(event(t, "acme", time.Time{}, "actor_id=parent"), event(t, "globex", time.Time{}, "actor_id=parent"),
-					event(t, "acme", time.Time{}, "actor_id=parent"))
+				its := items(storetest.Event(t, "acme", time.Time{}, "actor_id=parent"), storetest.Event(t, "globex", time.Time{}, "actor_id=parent"),
+					storetest.Event(t, "acme", time.Time{}, "actor_id=parent"))
 				errs <- s.Append(context.Background(), its)
 			}
 		}()
@@ -210,8 +211,8 @@ func TestAcknowledgedSurvivesKill(t *testing.T) {
 		}
 	}
 	// The recovered file takes new events after the last one.
-	e := event(t, "acme", time.Time{})
-	appendAll(t, s, e)
+	e := storetest.Event(t, "acme", time.Time{})
+	storetest.AppendAll(t, s, e)
 	if e.Seq != int64(len(evs)+1) {
 		t.Fatalf("next seq %d, want %d", e.Seq, len(evs)+1)
 	}

@@ -56,66 +56,12 @@ func rawDB(t *testing.T, path string) *sql.DB {
 
 var base = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 
-// event returns a validated event; fields are "key=value" pairs of
-// EventInput. A zero at means "now".
-func event(t testing.TB, account string, at time.Time, fields ...string) *audit.Event {
-	t.Helper()
-	in := &audit.EventInput{ActorID: "u1", Action: "doc.read"}
-	for _, f := range fields {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case "actor_id":
-			in.ActorID = v
-		case "actor_type":
-			in.ActorType = v
-		case "action":
-			in.Action = v
-		case "resource_type":
-			in.ResourceType = v
-		case "resource_id":
-			in.ResourceID = v
-		case "outcome":
-			in.Outcome = v
-		case "severity":
-			in.Severity = v
-		case "source":
-			in.Source = v
-		case "metadata":
-			in.Metadata = []byte(v)
-		default:
-			t.Fatalf("unknown field %q", k)
-		}
-	}
-	if !at.IsZero() {
-		s := at.Format(time.RFC3339Nano)
-		in.OccurredAt = &s
-	}
-	e, err := in.Validate(account, "", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
 func items(evs ...*audit.Event) []*audit.AppendItem {
 	out := make([]*audit.AppendItem, len(evs))
 	for i, e := range evs {
 		out[i] = &audit.AppendItem{Event: e}
 	}
 	return out
-}
-
-func appendAll(t testing.TB, s audit.Store, evs ...*audit.Event) {
-	t.Helper()
-	its := items(evs...)
-	if err := s.Append(context.Background(), its); err != nil {
-		t.Fatal(err)
-	}
-	for _, it := range its {
-		if it.Err != nil || it.Replayed {
-			t.Fatalf("item: err %v replayed %v", it.Err, it.Replayed)
-		}
-	}
 }
 
 // chain reads and verifies the account's whole chain, 7 events a page.
@@ -156,14 +102,14 @@ func TestAppendReadAndChain(t *testing.T) {
 	for b := 0; b < 4; b++ {
 		var evs []*audit.Event
 		for i := 0; i < 5; i++ {
-			evs = append(evs, event(t, []string{"globex", "acme"}[(b+i)%2], time.Time{},
+			evs = append(evs, storetest.Event(t, []string{"globex", "acme"}[(b+i)%2], time.Time{},
 				`metadata={"b":`+fmt.Sprint(b)+`,"a":[1.50,"é\t"]}`))
 		}
 		want := make([]audit.Event, len(evs))
 		for i, e := range evs {
 			want[i] = *e
 		}
-		appendAll(t, s, evs...)
+		storetest.AppendAll(t, s, evs...)
 		for i, e := range evs {
 			got, err := s.Event(ctx, audit.Scope{AccountID: e.SourceAccountID}, e.ID)
 			if err != nil {
@@ -216,7 +162,7 @@ func TestIdempotency(t *testing.T) {
 	s := openAt(t, path)
 	ctx := context.Background()
 	item := func(account, key, fingerprint string) *audit.AppendItem {
-		return &audit.AppendItem{Event: event(t, account, time.Time{}), IdempotencyKey: key, Fingerprint: fingerprint}
+		return &audit.AppendItem{Event: storetest.Event(t, account, time.Time{}), IdempotencyKey: key, Fingerprint: fingerprint}
 	}
 	first := item("acme", "k1", "f1")
 	if err := s.Append(ctx, []*audit.AppendItem{first}); err != nil || first.Replayed || first.Err != nil {
@@ -290,9 +236,9 @@ func TestPagingWithTies(t *testing.T) {
 	s := openTemp(t)
 	var evs []*audit.Event
 	for i := 0; i < 31; i++ {
-		evs = append(evs, event(t, "acme", base.Add(time.Duration(i/4)*time.Second)))
+		evs = append(evs, storetest.Event(t, "acme", base.Add(time.Duration(i/4)*time.Second)))
 	}
-	appendAll(t, s, evs...)
+	storetest.AppendAll(t, s, evs...)
 	for _, asc := range []bool{false, true} {
 		var got []*audit.Event
 		f := audit.Filter{Limit: 3, Asc: asc}
@@ -345,11 +291,11 @@ func TestUUIDOrder(t *testing.T) {
 		"a0000000-0000-7000-8000-000000000000", "09000000-0000-7000-8000-00000000000f"}
 	var evs []*audit.Event
 	for _, id := range ids {
-		e := event(t, "acme", base)
+		e := storetest.Event(t, "acme", base)
 		e.ID = uuid.MustParse(strings.ToUpper(id))
 		evs = append(evs, e)
 	}
-	appendAll(t, s, evs...)
+	storetest.AppendAll(t, s, evs...)
 	got, err := s.Events(context.Background(), audit.Scope{AccountID: "acme"}, audit.Filter{Limit: 10, Asc: true})
 	if err != nil {
 		t.Fatal(err)
@@ -370,16 +316,16 @@ func TestStatsTopActionsAndBuckets(t *testing.T) {
 	var evs []*audit.Event
 	for a := 0; a < 25; a++ {
 		for i := 0; i <= a; i++ {
-			evs = append(evs, event(t, "acme", base.Add(time.Duration(a)*time.Hour+time.Duration(i)*time.Minute),
+			evs = append(evs, storetest.Event(t, "acme", base.Add(time.Duration(a)*time.Hour+time.Duration(i)*time.Minute),
 				fmt.Sprintf("action=a.%02d", a)))
 		}
 	}
-	evs = append(evs, event(t, "acme", base, "action=b.05"), event(t, "acme", base, "action=b.05"),
-		event(t, "acme", base, "action=b.05"), event(t, "acme", base, "action=b.05"),
-		event(t, "acme", base, "action=b.05"), event(t, "acme", base, "action=b.05"))
+	evs = append(evs, storetest.Event(t, "acme", base, "action=b.05"), storetest.Event(t, "acme", base, "action=b.05"),
+		storetest.Event(t, "acme", base, "action=b.05"), storetest.Event(t, "acme", base, "action=b.05"),
+		storetest.Event(t, "acme", base, "action=b.05"), storetest.Event(t, "acme", base, "action=b.05"))
 	// Just before midnight and at midnight: two days.
-	evs = append(evs, event(t, "acme", time.Date(2026, 11, 19, 23, 59, 59, 999999000, time.UTC), "action=z.z"))
-	appendAll(t, s, evs...)
+	evs = append(evs, storetest.Event(t, "acme", time.Date(2026, 11, 19, 23, 59, 59, 999999000, time.UTC), "action=z.z"))
+	storetest.AppendAll(t, s, evs...)
 	st, err := s.Stats(context.Background(), audit.Scope{AccountID: "acme"}, audit.Filter{}, audit.Day)
 	if err != nil {
 		t.Fatal(err)
@@ -402,10 +348,10 @@ func TestIsolation(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t)
 	ctx := context.Background()
-	a1 := event(t, "acme", base, "actor_id=alice")
-	a2 := event(t, "acme", base.Add(time.Second), "actor_id=bob")
-	g1 := event(t, "globex", base, "actor_id=alice")
-	appendAll(t, s, a1, a2, g1)
+	a1 := storetest.Event(t, "acme", base, "actor_id=alice")
+	a2 := storetest.Event(t, "acme", base.Add(time.Second), "actor_id=bob")
+	g1 := storetest.Event(t, "globex", base, "actor_id=alice")
+	storetest.AppendAll(t, s, a1, a2, g1)
 	for _, c := range []struct {
 		scope audit.Scope
 		id    uuid.UUID
@@ -459,11 +405,11 @@ func TestBatchIsAtomic(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t)
 	ctx := context.Background()
-	appendAll(t, s, event(t, "acme", time.Time{}), event(t, "globex", time.Time{}))
-	good := event(t, "acme", time.Time{})
-	bad := event(t, "globex", time.Time{})
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}), storetest.Event(t, "globex", time.Time{}))
+	good := storetest.Event(t, "acme", time.Time{})
+	bad := storetest.Event(t, "globex", time.Time{})
 	bad.Outcome = "exploded" // the CHECK constraint refuses it
-	keyed := &audit.AppendItem{Event: event(t, "acme", time.Time{}), IdempotencyKey: "k", Fingerprint: "f"}
+	keyed := &audit.AppendItem{Event: storetest.Event(t, "acme", time.Time{}), IdempotencyKey: "k", Fingerprint: "f"}
 	err := s.Append(ctx, []*audit.AppendItem{{Event: good}, keyed, {Event: bad}})
 	if err == nil || audit.ErrorCode(err) != audit.EINTERNAL {
 		t.Fatalf("bad batch: %v", err)
@@ -474,8 +420,8 @@ func TestBatchIsAtomic(t *testing.T) {
 	if _, err := s.Event(ctx, audit.Scope{AccountID: "acme"}, good.ID); audit.ErrorCode(err) != audit.ENOTFOUND {
 		t.Fatalf("event of the failed batch: %v", err)
 	}
-	retry := &audit.AppendItem{Event: event(t, "acme", time.Time{}), IdempotencyKey: "k", Fingerprint: "f"}
-	appendItems := []*audit.AppendItem{retry, {Event: event(t, "globex", time.Time{})}}
+	retry := &audit.AppendItem{Event: storetest.Event(t, "acme", time.Time{}), IdempotencyKey: "k", Fingerprint: "f"}
+	appendItems := []*audit.AppendItem{retry, {Event: storetest.Event(t, "globex", time.Time{})}}
 	if err := s.Append(ctx, appendItems); err != nil || retry.Replayed {
 		t.Fatalf("the key of the failed batch was kept: %v %+v", err, retry)
 	}
@@ -490,8 +436,8 @@ func TestAppendOnly(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "audit.db")
 	s := openAt(t, path)
-	e := event(t, "acme", time.Time{})
-	keyed := &audit.AppendItem{Event: event(t, "acme", time.Time{}), IdempotencyKey: "k", Fingerprint: "f"}
+	e := storetest.Event(t, "acme", time.Time{})
+	keyed := &audit.AppendItem{Event: storetest.Event(t, "acme", time.Time{}), IdempotencyKey: "k", Fingerprint: "f"}
 	if err := s.Append(context.Background(), []*audit.AppendItem{{Event: e}, keyed}); err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +492,7 @@ func TestReopenKeepsChainAndSchema(t *testing.T) {
 		if err != nil || st.Applied != st.Expected || st.Expected != 2 {
 			t.Fatalf("Migrations() = %+v, %v", st, err)
 		}
-		appendAll(t, s, event(t, "acme", time.Time{}), event(t, "acme", time.Time{}))
+		storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}), storetest.Event(t, "acme", time.Time{}))
 		if n := len(chain(t, s, "acme")); n != 2*round {
 			t.Fatalf("round %d: %d events", round, n)
 		}
@@ -575,7 +521,7 @@ func TestFileMode(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "audit.db")
 	s := openAt(t, path)
-	appendAll(t, s, event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
 		info, err := os.Stat(p)
 		if err != nil {
@@ -632,7 +578,7 @@ func TestTwoStoresOneFile(t *testing.T) {
 				for b := 0; b < batches; b++ {
 					var evs []*audit.Event
 					for i := 0; i < size; i++ {
-						evs = append(evs, event(t, accounts[(si+w+b+i)%3], time.Time{}, fmt.Sprintf("actor_id=s%dw%d", si, w)))
+						evs = append(evs, storetest.Event(t, accounts[(si+w+b+i)%3], time.Time{}, fmt.Sprintf("actor_id=s%dw%d", si, w)))
 					}
 					errs <- s.Append(context.Background(), items(evs...))
 				}
@@ -680,7 +626,7 @@ func TestUnavailable(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	isUnavailable("append after close", s.Append(ctx, items(event(t, "acme", time.Time{}))))
+	isUnavailable("append after close", s.Append(ctx, items(storetest.Event(t, "acme", time.Time{}))))
 	_, err = s.Event(ctx, audit.Scope{AccountID: "acme"}, uuid.New())
 	isUnavailable("event after close", err)
 	_, err = s.Events(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{Limit: 1})
@@ -703,11 +649,11 @@ func TestUnavailable(t *testing.T) {
 	// The file removed while open: nothing more is acknowledged into it.
 	path := filepath.Join(dir, "removed.db")
 	s = openAt(t, path)
-	appendAll(t, s, event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
 		os.Remove(p)
 	}
-	isUnavailable("append to a removed file", s.Append(ctx, items(event(t, "acme", time.Time{}))))
+	isUnavailable("append to a removed file", s.Append(ctx, items(storetest.Event(t, "acme", time.Time{}))))
 	_, err = s.Migrations(ctx)
 	isUnavailable("migrations of a removed file", err)
 
@@ -730,7 +676,7 @@ func TestUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	err = s.Append(ctx, items(event(t, "acme", time.Time{})))
+	err = s.Append(ctx, items(storetest.Event(t, "acme", time.Time{})))
 	isUnavailable("append while another process writes", err)
 	if d := time.Since(start); d < 150*time.Millisecond {
 		t.Errorf("gave up after %v, before the busy timeout", d)
@@ -743,7 +689,7 @@ func TestUnavailable(t *testing.T) {
 		t.Errorf("read while another process writes: %v", err)
 	}
 	conn.ExecContext(ctx, `ROLLBACK`)
-	if err := s.Append(ctx, items(event(t, "acme", time.Time{}))); err != nil {
+	if err := s.Append(ctx, items(storetest.Event(t, "acme", time.Time{}))); err != nil {
 		t.Errorf("append after the lock was released: %v", err)
 	}
 }
@@ -753,7 +699,7 @@ func TestContextCanceled(t *testing.T) {
 	s := openTemp(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := s.Append(ctx, items(event(t, "acme", time.Time{}))); !errors.Is(err, context.Canceled) {
+	if err := s.Append(ctx, items(storetest.Event(t, "acme", time.Time{}))); !errors.Is(err, context.Canceled) {
 		t.Errorf("append: %v", err)
 	}
 	if _, err := s.Events(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{Limit: 1}); !errors.Is(err, context.Canceled) {
@@ -765,7 +711,7 @@ func TestContextCanceled(t *testing.T) {
 	if n := len(chain(t, s, "acme")); n != 0 {
 		t.Errorf("a canceled append stored %d events", n)
 	}
-	appendAll(t, s, event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	if _, _, err := s.Checkpoint(ctx, audit.Scope{AccountID: "acme"}, time.Now(), testSigner.Sign); !errors.Is(err, context.Canceled) {
 		t.Errorf("checkpoint: %v", err)
 	}
@@ -799,7 +745,7 @@ func TestConcurrentOpen(t *testing.T) {
 			t.Fatal(errs[i])
 		}
 		t.Cleanup(func() { s.Close() })
-		appendAll(t, s, event(t, "acme", time.Time{}))
+		storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	}
 	if got := len(chain(t, stores[0], "acme")); got != n {
 		t.Fatalf("%d events, want %d", got, n)
@@ -825,7 +771,7 @@ func TestOddPath(t *testing.T) {
 	}
 	path := filepath.Join(dir, "audit ?&%.db")
 	s := openAt(t, path)
-	appendAll(t, s, event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	if s.Path() != path {
 		t.Fatalf("Path() = %q", s.Path())
 	}
@@ -906,7 +852,7 @@ func TestCheckpointsTwoStoresOneFile(t *testing.T) {
 				ctx := context.Background()
 				for r := 0; r < rounds; r++ {
 					account := accounts[(si+w+r)%2]
-					errs <- s.Append(ctx, items(event(t, account, time.Time{}), event(t, accounts[(si+w+r+1)%2], time.Time{})))
+					errs <- s.Append(ctx, items(storetest.Event(t, account, time.Time{}), storetest.Event(t, accounts[(si+w+r+1)%2], time.Time{})))
 					c, _, err := s.Checkpoint(ctx, audit.Scope{AccountID: account}, time.Now(), testSigner.Sign)
 					errs <- err
 					if err == nil {
@@ -970,15 +916,15 @@ func TestCheckpointsAppendOnly(t *testing.T) {
 	s := openAt(t, path)
 	ctx := context.Background()
 	acme := audit.Scope{AccountID: "acme"}
-	appendAll(t, s, event(t, "acme", time.Time{}), event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}), storetest.Event(t, "acme", time.Time{}))
 	if _, _, err := s.Checkpoint(ctx, acme, base, testSigner.Sign); err != nil {
 		t.Fatal(err)
 	}
-	appendAll(t, s, event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	if _, _, err := s.Checkpoint(ctx, acme, base.Add(time.Second), testSigner.Sign); err != nil {
 		t.Fatal(err)
 	}
-	appendAll(t, s, event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	before := checkpoints(t, s, "acme")
 	if len(before) != 2 {
 		t.Fatalf("%d checkpoints", len(before))
@@ -1032,7 +978,7 @@ func TestMigration0002(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	appendAll(t, s, event(t, "acme", time.Time{}), event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}), storetest.Event(t, "acme", time.Time{}))
 	s.Close()
 	// Take the file back to its state before 0002.
 	db := rawDB(t, path)
@@ -1057,7 +1003,7 @@ func TestMigration0002(t *testing.T) {
 		if err != nil || st.Applied != 2 || st.Expected != 2 {
 			t.Fatalf("round %d: Migrations() = %+v, %v", round, st, err)
 		}
-		appendAll(t, s, event(t, "acme", time.Time{}))
+		storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 		c, created, err := s.Checkpoint(ctx, audit.Scope{AccountID: "acme"}, time.Now(), testSigner.Sign)
 		if err != nil || !created || c.Seq != int64(2+round) {
 			t.Fatalf("round %d: checkpoint %+v %v %v", round, c, created, err)
@@ -1098,7 +1044,7 @@ func TestCheckpointEdges(t *testing.T) {
 	if audit.ErrorCode(err) != audit.ENOTFOUND || audit.ErrorMessage(err) != "account acme has no events to checkpoint" {
 		t.Errorf("checkpoint of none: %v", err)
 	}
-	appendAll(t, s, event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	// sign sees the fields already set, and a time in another zone with
 	// nanoseconds is stored as UTC microseconds.
 	at := time.Date(2026, 11, 27, 13, 0, 0, 123456789, time.FixedZone("X", 3600))
@@ -1134,7 +1080,7 @@ func TestCheckpointEdges(t *testing.T) {
 			t.Errorf("due(%d, %v): %v %v; want %s", tc.min, tc.age, due, err, tc.want)
 		}
 	}
-	appendAll(t, s, event(t, "acme", time.Time{}))
+	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	for _, tc := range []struct {
 		now  time.Time
 		want string

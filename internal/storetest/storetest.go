@@ -45,8 +45,9 @@ func Run(t *testing.T, open func(t *testing.T) audit.Store) {
 
 var base = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 
-// event returns a valid event; fields are "key=value" pairs of EventInput.
-func event(t *testing.T, account string, at time.Time, fields ...string) *audit.Event {
+// Event returns a valid event of account; fields are "key=value" pairs of
+// EventInput; a zero at means now.
+func Event(t testing.TB, account string, at time.Time, fields ...string) *audit.Event {
 	t.Helper()
 	in := &audit.EventInput{ActorID: "u1", Action: "doc.read"}
 	for _, f := range fields {
@@ -85,7 +86,8 @@ func event(t *testing.T, account string, at time.Time, fields ...string) *audit.
 	return e
 }
 
-func appendAll(t *testing.T, s audit.Store, events ...*audit.Event) {
+// AppendAll appends the events in one batch and fails t unless all are stored.
+func AppendAll(t testing.TB, s audit.Store, events ...*audit.Event) {
 	t.Helper()
 	items := make([]*audit.AppendItem, len(events))
 	for i, e := range events {
@@ -103,7 +105,7 @@ func appendAll(t *testing.T, s audit.Store, events ...*audit.Event) {
 
 // VerifyChain reads the account's whole chain page by page, verifies it and
 // returns its length.
-func VerifyChain(t *testing.T, s audit.Store, account string) int64 {
+func VerifyChain(t testing.TB, s audit.Store, account string) int64 {
 	t.Helper()
 	v := audit.NewChainVerifier()
 	var after int64
@@ -136,9 +138,9 @@ func testAppendAndRead(t *testing.T, s audit.Store) {
 	if seq, hash, err := s.Head(ctx, audit.Scope{AccountID: "acme"}); err != nil || seq != 0 || hash != audit.GenesisHash {
 		t.Fatalf("head of an empty account: %d %s %v", seq, hash, err)
 	}
-	e := event(t, "acme", base, "resource_type=doc", "resource_id=d1", "metadata={\"k\":[1,\"x\"]}")
+	e := Event(t, "acme", base, "resource_type=doc", "resource_id=d1", "metadata={\"k\":[1,\"x\"]}")
 	want := *e
-	appendAll(t, s, e)
+	AppendAll(t, s, e)
 	if e.Seq != 1 || e.PrevHash != audit.GenesisHash || len(e.Hash) != 64 {
 		t.Fatalf("first event: seq %d prev %s hash %q", e.Seq, e.PrevHash, e.Hash)
 	}
@@ -170,9 +172,9 @@ func testChainAcrossBatches(t *testing.T, s audit.Store) {
 		var evs []*audit.Event
 		for i := 0; i < 7; i++ {
 			account := []string{"acme", "globex"}[(b+i)%2]
-			evs = append(evs, event(t, account, time.Time{}))
+			evs = append(evs, Event(t, account, time.Time{}))
 		}
-		appendAll(t, s, evs...)
+		AppendAll(t, s, evs...)
 	}
 	if n := VerifyChain(t, s, "acme") + VerifyChain(t, s, "globex"); n != 35 {
 		t.Fatalf("chains hold %d events, want 35", n)
@@ -191,7 +193,7 @@ func testConcurrentAppends(t *testing.T, s audit.Store) {
 				var items []*audit.AppendItem
 				for i := 0; i < size; i++ {
 					account := []string{"acme", "globex", "initech"}[(w+b+i)%3]
-					items = append(items, &audit.AppendItem{Event: event(t, account, time.Time{}, fmt.Sprintf("actor_id=w%d", w))})
+					items = append(items, &audit.AppendItem{Event: Event(t, account, time.Time{}, fmt.Sprintf("actor_id=w%d", w))})
 				}
 				errs <- s.Append(context.Background(), items)
 			}
@@ -213,7 +215,7 @@ func testConcurrentAppends(t *testing.T, s audit.Store) {
 func testIdempotency(t *testing.T, s audit.Store) {
 	ctx := context.Background()
 	item := func(account, key, fingerprint string) *audit.AppendItem {
-		return &audit.AppendItem{Event: event(t, account, time.Time{}), IdempotencyKey: key, Fingerprint: fingerprint}
+		return &audit.AppendItem{Event: Event(t, account, time.Time{}), IdempotencyKey: key, Fingerprint: fingerprint}
 	}
 	first := item("acme", "k1", "f1")
 	if err := s.Append(ctx, []*audit.AppendItem{first}); err != nil || first.Replayed || first.Err != nil {
@@ -246,10 +248,10 @@ func testIdempotency(t *testing.T, s audit.Store) {
 
 func testIsolation(t *testing.T, s audit.Store) {
 	ctx := context.Background()
-	a1 := event(t, "acme", base, "actor_id=alice")
-	a2 := event(t, "acme", base.Add(time.Second), "actor_id=bob")
-	g1 := event(t, "globex", base, "actor_id=alice")
-	appendAll(t, s, a1, a2, g1)
+	a1 := Event(t, "acme", base, "actor_id=alice")
+	a2 := Event(t, "acme", base.Add(time.Second), "actor_id=bob")
+	g1 := Event(t, "globex", base, "actor_id=alice")
+	AppendAll(t, s, a1, a2, g1)
 	cases := []struct {
 		scope audit.Scope
 		want  int
@@ -308,12 +310,12 @@ func seed(t *testing.T, s audit.Store) map[uuid.UUID]string {
 	names := map[uuid.UUID]string{}
 	var evs []*audit.Event
 	for i, fields := range rows {
-		e := event(t, "acme", base.Add(time.Duration(i)*time.Hour), fields...)
+		e := Event(t, "acme", base.Add(time.Duration(i)*time.Hour), fields...)
 		names[e.ID] = string(rune('a' + i))
 		evs = append(evs, e)
 	}
-	evs = append(evs, event(t, "globex", base, "actor_id=alice", "action=user.login"))
-	appendAll(t, s, evs...)
+	evs = append(evs, Event(t, "globex", base, "actor_id=alice", "action=user.login"))
+	AppendAll(t, s, evs...)
 	return names
 }
 
@@ -396,9 +398,9 @@ func testPaging(t *testing.T, s audit.Store) {
 	// 30 events, three to a timestamp: ties are broken by id.
 	var evs []*audit.Event
 	for i := 0; i < 30; i++ {
-		evs = append(evs, event(t, "acme", base.Add(time.Duration(i/3)*time.Second)))
+		evs = append(evs, Event(t, "acme", base.Add(time.Duration(i/3)*time.Second)))
 	}
-	appendAll(t, s, evs...)
+	AppendAll(t, s, evs...)
 	for _, asc := range []bool{false, true} {
 		var got []*audit.Event
 		f := audit.Filter{Limit: 4, Asc: asc}
@@ -485,9 +487,9 @@ func testStats(t *testing.T, s audit.Store) {
 // store does to JSON internally.
 func testMetadata(t *testing.T, s audit.Store) {
 	meta := `{"z":1,"a":{"big":12345678901234567890,"tiny":1e-7,"s":"é\u2028\t\"q\""},"list":[true,null,1.50]}`
-	e := event(t, "acme", time.Time{}, "metadata="+meta)
+	e := Event(t, "acme", time.Time{}, "metadata="+meta)
 	canon := string(e.Metadata)
-	appendAll(t, s, e)
+	AppendAll(t, s, e)
 	got, err := s.Event(context.Background(), audit.Scope{AccountID: "acme"}, e.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -518,9 +520,9 @@ func testCheckpoints(t *testing.T, s audit.Store) {
 	}
 
 	for i := 0; i < 3; i++ {
-		appendAll(t, s, event(t, "acme", time.Time{}))
+		AppendAll(t, s, Event(t, "acme", time.Time{}))
 	}
-	appendAll(t, s, event(t, "globex", time.Time{}))
+	AppendAll(t, s, Event(t, "globex", time.Time{}))
 	// Without a checkpoint, any account with events is due.
 	if due, err := s.DueCheckpoints(ctx, 1000, time.Hour, t0); err != nil || fmt.Sprint(due) != "[acme globex]" {
 		t.Fatalf("due before any checkpoint: %v %v", due, err)
@@ -543,7 +545,7 @@ func testCheckpoints(t *testing.T, s audit.Store) {
 		t.Fatalf("checkpoint without new events: created=%v %v", created, err)
 	}
 	// The head moved by 2 events: due by count at 2, by age after maxAge.
-	appendAll(t, s, event(t, "acme", time.Time{}), event(t, "acme", time.Time{}))
+	AppendAll(t, s, Event(t, "acme", time.Time{}), Event(t, "acme", time.Time{}))
 	for _, c := range []struct {
 		min  int64
 		age  time.Duration
@@ -592,7 +594,7 @@ func testCheckpoints(t *testing.T, s audit.Store) {
 		t.Errorf("checkpoint with an actor scope: %v", err)
 	}
 	// A failing signer stores nothing.
-	appendAll(t, s, event(t, "acme", time.Time{}))
+	AppendAll(t, s, Event(t, "acme", time.Time{}))
 	boom := fmt.Errorf("no key")
 	if _, _, err := s.Checkpoint(ctx, acme, t0, func(*audit.Checkpoint) error { return boom }); err == nil {
 		t.Error("a failing signer's error was not returned")
