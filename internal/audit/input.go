@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -196,6 +197,9 @@ func (in *EventInput) Validate(account, source string, now time.Time) (*Event, e
 			return nil, err
 		}
 	}
+	if strings.IndexFunc(in.IdempotencyKey, unicode.IsControl) >= 0 {
+		return nil, Errorf(EINVALID, "idempotency_key: contains a control character")
+	}
 	if !ValidAccountID(account) {
 		return nil, Errorf(EINVALID, "source_account_id: must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ -")
 	}
@@ -285,4 +289,42 @@ func (in *EventInput) Fingerprint(e *Event) string {
 		fmt.Fprintf(&b, "%d:%s;", len(s), s)
 	}
 	return sha256Hex(b.Bytes())
+}
+
+// MaxBatch is how many events one batch request may hold.
+const MaxBatch = 1000
+
+// DecodeBatch decodes {"events":[...]} with 1 to MaxBatch events, each as
+// strictly as DecodeEventInput; an error names the index of the event at
+// fault.
+func DecodeBatch(r io.Reader) ([]*EventInput, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var body struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	if err := dec.Decode(&body); err != nil {
+		return nil, jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, Errorf(EINVALID, "body: unexpected data after the JSON object")
+	}
+	switch n := len(body.Events); {
+	case body.Events == nil:
+		return nil, Errorf(EINVALID, "events: required, an array of 1 to %d events", MaxBatch)
+	case n == 0 || n > MaxBatch:
+		return nil, Errorf(EINVALID, "events: holds %d events; send 1 to %d", n, MaxBatch)
+	}
+	ins := make([]*EventInput, len(body.Events))
+	for i, raw := range body.Events {
+		in, err := DecodeEventInput(bytes.NewReader(raw))
+		if err != nil {
+			return nil, Errorf(EINVALID, "events[%d]: %s", i, strings.TrimPrefix(ErrorMessage(err), "body: "))
+		}
+		if in.IdempotencyKey != "" {
+			return nil, Errorf(EINVALID, "events[%d]: idempotency_key: a batch takes one Idempotency-Key header for all its events", i)
+		}
+		ins[i] = in
+	}
+	return ins, nil
 }

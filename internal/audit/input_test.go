@@ -78,6 +78,7 @@ func TestValidateRejects(t *testing.T) {
 		{"future", `{"action":"a.b","actor_id":"u","occurred_at":"2026-11-29T12:00:00Z"}`, "more than 24 hours in the future"},
 		{"ancient", `{"action":"a.b","actor_id":"u","occurred_at":"1969-12-31T23:59:59Z"}`, "year must be between"},
 		{"long actor", `{"action":"a.b","actor_id":"` + strings.Repeat("u", 257) + `"}`, "actor_id: longer than 256"},
+		{"control in key", `{"action":"a.b","actor_id":"u","idempotency_key":"a\u001fb"}`, "idempotency_key: contains a control character"},
 		{"other case", `{"Action":"a.b","actor_id":"u"}`, "Action: unknown field"},
 		{"duplicate member", `{"action":"a.b","actor_id":"u","action":"c.d"}`, "action: given more than once"},
 		{"ancient in UTC", `{"action":"a.b","actor_id":"u","occurred_at":"1970-01-01T00:00:00+14:00"}`, "year must be between"},

@@ -24,6 +24,10 @@ type AppendItem struct {
 	// account and key. Fingerprint tells a retry from a reuse of the key.
 	IdempotencyKey string
 	Fingerprint    string
+	// Group, when set, binds the items of one request under one
+	// idempotency key (a batch): if any of them is answered from an earlier
+	// use of its key, none of them is stored.
+	Group string
 
 	// Replayed is set when the key was used before by the same request: Event
 	// is then the original event and nothing new was stored.
@@ -169,7 +173,26 @@ func ResolveKeys(items []*AppendItem, known map[string]StoredKey) []*AppendItem 
 		firstInBatch[k] = it
 		fresh = append(fresh, it)
 	}
-	return fresh
+	// A group stands or falls together: a batch retried with other events
+	// under the same key stores none of them.
+	answered := map[string]bool{}
+	for _, it := range items {
+		if it.Group != "" && (it.Replayed || it.Err != nil) {
+			answered[it.Group] = true
+		}
+	}
+	if len(answered) == 0 {
+		return fresh
+	}
+	kept := fresh[:0]
+	for _, it := range fresh {
+		if it.Group != "" && answered[it.Group] {
+			it.Err = Errorf(ECONFLICT, "Idempotency-Key was already used for a different batch")
+			continue
+		}
+		kept = append(kept, it)
+	}
+	return kept
 }
 
 func answerReplay(it *AppendItem, fingerprint string, original *Event) {

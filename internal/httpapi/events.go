@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -59,6 +61,82 @@ func (s *Server) handleCreateEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/api/v1/events/"+item.Event.ID.String())
 	writeJSON(w, status, item.Event)
+}
+
+// MaxBatchBodyBytes caps a batch body: room for 1000 ordinary events.
+const MaxBatchBodyBytes = 16 << 20
+
+// handleCreateBatch records 1 to 1000 events of the caller's account, all
+// or nothing: one invalid event is a 400 naming its index and nothing is
+// stored. The events go into one transaction, in order, so they take
+// consecutive seqs. An Idempotency-Key covers the whole batch.
+func (s *Server) handleCreateBatch(w http.ResponseWriter, r *http.Request) {
+	p := principal(r)
+	if !p.CanWrite {
+		s.writeError(w, r, audit.Errorf(audit.EFORBIDDEN, "only the plugin token may record events; a Hasura JWT reads"))
+		return
+	}
+	limitBody(w, r, MaxBatchBodyBytes)
+	ins, err := audit.DecodeBatch(r.Body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	source, now := r.Header.Get("X-Source-Plugin"), s.now()
+	items := make([]*audit.AppendItem, len(ins))
+	prints := sha256.New()
+	for i, in := range ins {
+		e, err := in.Validate(p.AccountID, source, now)
+		if err != nil {
+			s.writeError(w, r, audit.Errorf(audit.EINVALID, "events[%d]: %s", i, audit.ErrorMessage(err)))
+			return
+		}
+		items[i] = &audit.AppendItem{Event: e}
+		fmt.Fprintf(prints, "%s;", in.Fingerprint(e))
+	}
+	if key != "" {
+		if err := audit.CheckText("Idempotency-Key", key, audit.MaxIdempotencyLen); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		// Each event gets its own key, derived with a separator that a
+		// client's key cannot contain (control characters are refused).
+		fingerprint := fmt.Sprintf("batch %d %x", len(items), prints.Sum(nil))
+		for i, it := range items {
+			it.IdempotencyKey = fmt.Sprintf("%s\x1f%d", key, i)
+			it.Fingerprint, it.Group = fingerprint, key
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
+	defer cancel()
+	if err := s.writer.Write(ctx, items...); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body := batchResult{Events: make([]*audit.Event, len(items))}
+	replayed := 0
+	for i, it := range items {
+		if it.Err != nil {
+			s.writeError(w, r, it.Err)
+			return
+		}
+		if it.Replayed {
+			replayed++
+		}
+		body.Events[i] = it.Event
+	}
+	status := http.StatusCreated
+	if replayed == len(items) {
+		status = http.StatusOK
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, status, body)
+}
+
+// batchResult is the body of a batch answer: the events in request order.
+type batchResult struct {
+	Events []*audit.Event `json:"events"`
 }
 
 // eventList is the body of the list routes.

@@ -72,6 +72,7 @@ func (s *Server) Handler() http.Handler {
 
 	api := func(h http.HandlerFunc) http.Handler { return s.authenticated(h) }
 	mux.Handle("POST /api/v1/events", api(s.handleCreateEvent))
+	mux.Handle("POST /api/v1/events/batch", api(s.handleCreateBatch))
 	mux.Handle("GET /api/v1/events", api(s.handleListEvents))
 	mux.Handle("GET /api/v1/events/{id}", api(s.handleGetEvent))
 	mux.Handle("GET /api/v1/actors/{actor_id}/events", api(s.handleActorEvents))
