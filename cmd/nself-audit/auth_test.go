@@ -246,3 +246,29 @@ func TestJWTRS256Admin(t *testing.T) {
 		t.Fatalf("RS256 admin writes: %d", r.status)
 	}
 }
+
+// TestAuthVerify: the auth_request target answers 200 with the principal
+// in headers for a valid token or JWT, 401 or 403 otherwise.
+func TestAuthVerify(t *testing.T) {
+	t.Parallel()
+	s := start(t, "sqlite", withJWT(`{"type":"HS256","key":"`+hsKey+`"}`))
+	r := s.do("GET", "/auth/verify", pluginHeaders("acme"), "")
+	if r.status != 200 || r.header.Get("X-Auth-Kind") != "plugin" || r.header.Get("X-Auth-Account-Id") != "acme" || r.body["account_id"] != "acme" {
+		t.Fatalf("plugin token: %d %v %s", r.status, r.header, r.raw)
+	}
+	user := hsToken(t, claims{user: "alice", role: "user", account: "globex", allowed: []string{"user"}})
+	r = s.do("GET", "/auth/verify", bearer(user), "")
+	if r.status != 200 || r.header.Get("X-Auth-Role") != "user" || r.header.Get("X-Auth-User-Id") != "alice" || r.header.Get("X-Auth-Account-Id") != "globex" {
+		t.Fatalf("JWT: %d %v", r.status, r.header)
+	}
+	for _, h := range []map[string]string{nil, {"Authorization": "Bearer nope"}, {"X-Plugin-Secret": "nope"}} {
+		if r := s.do("GET", "/auth/verify", h, ""); r.status != 401 || r.header.Get("X-Auth-Kind") != "" {
+			t.Errorf("%v: %d %v", h, r.status, r.header)
+		}
+	}
+	h := bearer(user)
+	h["X-Hasura-Role"] = "admin"
+	if r := s.do("GET", "/auth/verify", h, ""); r.status != 403 {
+		t.Errorf("role outside the token's: %d", r.status)
+	}
+}

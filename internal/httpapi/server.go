@@ -69,6 +69,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.handleHealth)
 	mux.HandleFunc("GET /ready", s.handleReady)
+	mux.HandleFunc("GET /auth/verify", s.handleAuthVerify)
 
 	api := func(h http.HandlerFunc) http.Handler { return s.authenticated(h) }
 	mux.Handle("POST /api/v1/events", api(s.handleCreateEvent))
