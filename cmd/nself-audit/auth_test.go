@@ -272,3 +272,37 @@ func TestAuthVerify(t *testing.T) {
 		t.Errorf("role outside the token's: %d", r.status)
 	}
 }
+
+// TestRepeatedHeaders: a header a proxy repeated with the same value is
+// accepted; repeated with different values it is refused.
+func TestRepeatedHeaders(t *testing.T) {
+	t.Parallel()
+	s := start(t, "sqlite")
+	send := func(secrets, accounts []string) int {
+		req, _ := http.NewRequest("GET", s.url+"/api/v1/events", nil)
+		for _, v := range secrets {
+			req.Header.Add("X-Plugin-Secret", v)
+		}
+		for _, v := range accounts {
+			req.Header.Add("X-Source-Account-Id", v)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, c := range []struct {
+		secrets, accounts []string
+		want              int
+	}{
+		{[]string{testSecret, testSecret}, []string{"acme", "acme"}, 200},
+		{[]string{testSecret, "other"}, nil, 401},
+		{[]string{testSecret}, []string{"acme", "globex"}, 400},
+	} {
+		if got := send(c.secrets, c.accounts); got != c.want {
+			t.Errorf("secrets %d, accounts %v: %d, want %d", len(c.secrets), c.accounts, got, c.want)
+		}
+	}
+}

@@ -54,7 +54,8 @@ Usage:
 Environment: DATABASE_URL (PostgreSQL; unset or sqlite:PATH for the embedded
 store), NSELF_AUDIT_DATA_DIR (./data), PORT (3843), HOST (127.0.0.1),
 PLUGIN_INTERNAL_SECRET (or PLUGIN_SECRET), HASURA_GRAPHQL_JWT_SECRET,
-LOG_LEVEL, LOG_FORMAT.
+NSELF_AUDIT_SIGNING_KEY(_FILE), NSELF_AUDIT_CHECKPOINT_EVENTS (1000),
+NSELF_AUDIT_CHECKPOINT_SECONDS (60), LOG_LEVEL, LOG_FORMAT.
 See README.md and docs/.
 `
 
@@ -249,9 +250,11 @@ func (m *Main) Run(ctx context.Context) error {
 	m.signer = audit.NewSigner(m.cfg.SigningKey)
 	m.writer = ingest.New(store, ingest.Config{Logger: m.logger})
 	go m.writer.Run()
-	cpCtx, stopCP := context.WithCancel(context.Background())
-	m.stopCheckpoints, m.checkpointsDone = stopCP, make(chan struct{})
-	go m.checkpointLoop(cpCtx)
+	if m.cfg.CheckpointInterval > 0 { // always from the environment; tests may leave it off
+		cpCtx, stopCP := context.WithCancel(context.Background())
+		m.stopCheckpoints, m.checkpointsDone = stopCP, make(chan struct{})
+		go m.checkpointLoop(cpCtx)
+	}
 
 	api := httpapi.New(httpapi.Config{
 		Store:   store,
@@ -419,6 +422,8 @@ func (m *Main) close() error {
 	if m.stopCheckpoints != nil {
 		m.stopCheckpoints()
 		<-m.checkpointsDone
+	}
+	if m.signer != nil && m.store != nil {
 		// What was committed last is signed before the process goes.
 		m.checkpointDue(ctx, 1, 0)
 	}

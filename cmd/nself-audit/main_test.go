@@ -92,7 +92,7 @@ func pgtestDatabase(t testing.TB) string { return pgtest.Default.NewDatabase(t) 
 func startOn(t testing.TB, dbURL, sqlitePath string, opts ...option) *service {
 	t.Helper()
 	cfg := &Config{DatabaseURL: dbURL, SQLitePath: sqlitePath, Host: "127.0.0.1", Port: 0, Secret: testSecret,
-		SigningKey: testSigningKey, CheckpointEvents: 1000, CheckpointInterval: time.Minute}
+		SigningKey: testSigningKey, CheckpointEvents: 1000} // no CheckpointInterval: no automatic checkpoints
 	for _, o := range opts {
 		o(cfg)
 	}

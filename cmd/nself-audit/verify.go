@@ -88,7 +88,8 @@ func verifyFile(args []string, stdout, stderr io.Writer) int {
 			if r.checkpoints == 0 {
 				fmt.Fprintln(stdout, "    no signed checkpoint falls in the file: nothing proves these events were not rewritten")
 			} else {
-				fmt.Fprintf(stdout, "    %d signed checkpoints verify, the last at seq %d: events up to it are proven as signed\n", r.checkpoints, r.lastCheckpoint)
+				fmt.Fprintf(stdout, "    %d signed %s in the file's range verify, the last at seq %d: events up to it are proven as signed\n",
+					r.checkpoints, plural(r.checkpoints, "checkpoint", "checkpoints"), r.lastCheckpoint)
 				if r.last > r.lastCheckpoint {
 					fmt.Fprintf(stdout, "    events after seq %d are chained but not yet covered by a signature\n", r.lastCheckpoint)
 				}
@@ -179,10 +180,11 @@ func verifyNDJSON(r io.Reader, checkpoints []*audit.Checkpoint, keys map[string]
 		if len(sc.Bytes()) == 0 {
 			continue
 		}
-		var e audit.Event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return nil, fmt.Errorf("line %d: not an event: %v", line, err)
+		ep, err := audit.DecodeEvent(sc.Bytes())
+		if err != nil {
+			return nil, fmt.Errorf("line %d: not an event: %s", line, audit.ErrorMessage(err))
 		}
+		e := *ep
 		v, ok := verifiers[e.SourceAccountID]
 		if !ok {
 			v = audit.NewChainVerifier()
@@ -234,4 +236,11 @@ func verifyNDJSON(r io.Reader, checkpoints []*audit.Checkpoint, keys map[string]
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].account < out[j].account })
 	return out, nil
+}
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

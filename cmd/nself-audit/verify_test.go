@@ -36,9 +36,32 @@ func TestVerifyEndpoint(t *testing.T) {
 		if head, _ := r.body["head"].(map[string]any); r.body["ok"] != true || r.body["checked"] != 5.0 || head["seq"] != 9.0 {
 			t.Fatalf("verify 5..9: %s", r.raw)
 		}
-		if r := s.get("/api/v1/verify?from_seq=50", pluginHeaders("acme")); r.body["ok"] != true || r.body["checked"] != 0.0 {
+		if r := s.get("/api/v1/verify?from_seq=50", pluginHeaders("acme")); r.body["ok"] != true || r.body["checked"] != 0.0 ||
+			r.body["head"].(map[string]any)["hash"] != hashes[12] {
 			t.Fatalf("verify past the head: %s", r.raw)
 		}
+		// Verifying while events are written never raises a false alarm.
+		stop := make(chan struct{})
+		writing := make(chan struct{})
+		go func() {
+			defer close(writing)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					s.do("POST", "/api/v1/events", pluginHeaders("acme"), `{"actor_id":"w","action":"doc.write"}`)
+				}
+			}
+		}()
+		for i := 0; i < 30; i++ {
+			if r := s.get("/api/v1/verify", pluginHeaders("acme")); r.body["ok"] != true {
+				t.Errorf("verify during writes: %s", r.raw)
+				break
+			}
+		}
+		close(stop)
+		<-writing
 		if r := s.get("/api/v1/verify", pluginHeaders("initech")); r.body["ok"] != true || r.body["checked"] != 0.0 {
 			t.Fatalf("verify of an empty account: %s", r.raw)
 		}
@@ -130,10 +153,12 @@ func TestExportAndOfflineVerify(t *testing.T) {
 			lines []string
 			want  string
 		}{
-			"edited":    {edited, "first bad seq 7"},
-			"truncated": {withoutMiddle, "first bad seq 11"},
-			"reordered": {reordered, "first bad seq 4"},
-			"garbage":   {append([]string{"{not json"}, lines...), "line 1"},
+			"edited":       {edited, "first bad seq 7"},
+			"truncated":    {withoutMiddle, "first bad seq 11"},
+			"reordered":    {reordered, "first bad seq 4"},
+			"garbage":      {append([]string{"{not json"}, lines...), "line 1"},
+			"two readings": {append([]string{strings.Replace(lines[0], `"action":"doc.read"`, `"action":"doc.read","Action":"doc.wipe"`, 1)}, lines[1:]...), "Action: unknown field"},
+			"duplicate":    {append([]string{strings.Replace(lines[0], `"action":"doc.read"`, `"action":"doc.wipe","action":"doc.read"`, 1)}, lines[1:]...), "action: given more than once"},
 		} {
 			if code, out := verify(name+".ndjson", c.lines); code != 1 || !strings.Contains(out, c.want) {
 				t.Errorf("%s export: exit %d, %q; want exit 1 naming %q", name, code, out, c.want)

@@ -328,3 +328,45 @@ func DecodeBatch(r io.Reader) ([]*EventInput, error) {
 	}
 	return ins, nil
 }
+
+// eventFields are the member names of an exported event, spelled exactly.
+var eventFields = map[string]bool{
+	"id": true, "source_account_id": true, "seq": true, "occurred_at": true, "recorded_at": true,
+	"actor_id": true, "actor_type": true, "action": true, "resource_type": true, "resource_id": true,
+	"outcome": true, "severity": true, "ip_address": true, "user_agent": true, "request_id": true,
+	"source": true, "metadata": true, "prev_hash": true, "hash": true,
+}
+
+// DecodeEvent decodes one stored event as the API and the export write it,
+// strictly: every member spelled exactly, once, and none unknown, so that
+// what is verified is what any other JSON reader sees.
+func DecodeEvent(raw []byte) (*Event, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, Errorf(EINVALID, "not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, Errorf(EINVALID, "malformed JSON")
+		}
+		name, _ := tok.(string)
+		switch {
+		case seen[name]:
+			return nil, Errorf(EINVALID, "%s: given more than once", truncate(name, 64))
+		case !eventFields[name]:
+			return nil, Errorf(EINVALID, "%s: unknown field", truncate(name, 64))
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, Errorf(EINVALID, "malformed JSON")
+		}
+	}
+	var e Event
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, jsonError(err)
+	}
+	return &e, nil
+}

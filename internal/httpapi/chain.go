@@ -18,7 +18,8 @@ import (
 var noDeadline time.Time
 
 // chainPage is how many events a chain walk reads per query: memory stays
-// constant (two pages) whatever the chain's length.
+// constant (at most three pages: one read, one queued, one being fetched)
+// whatever the chain's length.
 const chainPage = 2000
 
 // chainWalk reads the account's chain after a seq, page by page, one page
@@ -143,6 +144,15 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	scope := audit.Scope{AccountID: p.AccountID}
 	ctx := r.Context()
+	// The recorded head, read before the walk: removing the newest events
+	// leaves a chain that verifies, but the head still names the last event
+	// written. Events committed during the walk come after it and do not
+	// count against the chain.
+	headSeq, headHash, err := s.store.Head(ctx, scope)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	v := audit.NewChainVerifier()
 	after := int64(0)
 	if from > 1 {
@@ -163,6 +173,9 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	// Verification takes as long as the chain is long: no write deadline.
 	http.NewResponseController(w).SetWriteDeadline(noDeadline)
 	res := verifyResult{OK: true, Reason: "every event checked verifies"}
+	broken := func(seq int64, reason string) {
+		res.OK, res.FirstBrokenSeq, res.Reason = false, &seq, reason
+	}
 	walk := s.walkChain(ctx, scope, after)
 	defer walk.close()
 pages:
@@ -174,7 +187,11 @@ pages:
 			if err := v.Check(e); err != nil {
 				var ce *audit.ChainError
 				errors.As(err, &ce)
-				res.OK, res.FirstBrokenSeq, res.Reason = false, &ce.Seq, ce.Reason
+				broken(ce.Seq, ce.Reason)
+				break pages
+			}
+			if e.Seq == headSeq && e.Hash != headHash {
+				broken(e.Seq, "hash differs from the recorded chain head")
 				break pages
 			}
 			res.Checked++
@@ -185,28 +202,17 @@ pages:
 		s.writeError(w, r, walk.err)
 		return
 	}
-	res.Head.Seq, res.Head.Hash = v.Head()
-	if res.OK && (to == 0 || to > res.Head.Seq) {
-		// Removing the newest events leaves a chain that verifies; the
-		// recorded head still names the last event written.
-		seq, hash, err := s.store.Head(ctx, scope)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		switch {
-		case seq > res.Head.Seq && (from == 0 || seq >= from):
-			missing := res.Head.Seq + 1
-			res.OK, res.FirstBrokenSeq = false, &missing
-			res.Reason = fmt.Sprintf("missing: the recorded chain head is seq %d, but the stored events end at seq %d", seq, res.Head.Seq)
-		case seq == res.Head.Seq && seq > 0 && hash != res.Head.Hash:
-			bad := seq
-			res.OK, res.FirstBrokenSeq = false, &bad
-			res.Reason = "hash differs from the recorded chain head"
-		}
+	last, lastHash := v.Head()
+	if res.OK && last < headSeq && (to == 0 || to > last) && (from == 0 || headSeq >= from) {
+		broken(last+1, fmt.Sprintf("missing: the recorded chain head is seq %d, but the stored events end at seq %d", headSeq, last))
 	}
-	if res.OK && res.Checked == 0 {
-		res.Reason = "no events in this range"
+	res.Head.Seq, res.Head.Hash = last, lastHash
+	if res.Checked == 0 {
+		// Nothing in the range: the head is the chain's.
+		res.Head.Seq, res.Head.Hash = headSeq, headHash
+		if res.OK {
+			res.Reason = "no events in this range"
+		}
 	}
 	writeJSON(w, http.StatusOK, res)
 }

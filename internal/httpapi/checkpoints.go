@@ -83,6 +83,10 @@ func (s *Server) handleLatestCheckpoint(w http.ResponseWriter, r *http.Request) 
 		s.writeError(w, r, err)
 		return
 	}
+	if len(r.URL.Query()) > 0 {
+		s.writeError(w, r, audit.Errorf(audit.EINVALID, "this route takes no query parameters"))
+		return
+	}
 	c, err := s.store.LatestCheckpoint(r.Context(), audit.Scope{AccountID: p.AccountID})
 	if err != nil {
 		s.writeError(w, r, err)
@@ -100,6 +104,10 @@ type publicKey struct {
 // handlePublicKey answers the key that verifies new checkpoints. An
 // auditor pins it (or fetches it out of band) before trusting checkpoints.
 func (s *Server) handlePublicKey(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		s.writeError(w, r, audit.Errorf(audit.EINVALID, "this route takes no query parameters"))
+		return
+	}
 	writeJSON(w, http.StatusOK, publicKey{
 		Algorithm: "ed25519",
 		KeyID:     s.signer.KeyID(),

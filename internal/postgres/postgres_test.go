@@ -190,6 +190,8 @@ func TestAppendOnlyForSuperuser(t *testing.T) {
 		`TRUNCATE np_nself_audit.np_audit_events_default`,
 		`DELETE FROM np_nself_audit.np_audit_idempotency`,
 		`TRUNCATE np_nself_audit.np_audit_idempotency`,
+		`TRUNCATE np_nself_audit.np_audit_chain_heads`,
+		`TRUNCATE np_nself_audit.np_audit_checkpoints`,
 		// Replica mode, the usual way around triggers, does not help.
 		`SET session_replication_role = replica; UPDATE np_nself_audit.np_audit_events SET action = 'doc.write'`,
 		`SET session_replication_role = replica; DELETE FROM np_nself_audit.np_audit_events`,

@@ -105,6 +105,9 @@ func (s *Store) Checkpoint(ctx context.Context, scope audit.Scope, now time.Time
 
 // Checkpoints returns a page of the account's checkpoints in seq order.
 func (s *Store) Checkpoints(ctx context.Context, scope audit.Scope, fromSeq, toSeq int64, limit int) ([]*audit.Checkpoint, error) {
+	if scope.ActorID != "" {
+		return nil, audit.Errorf(audit.EFORBIDDEN, "checkpoints are for a whole account")
+	}
 	if limit < 0 { // PostgreSQL: LIMIT must not be negative; SQLite would read it as no limit
 		return nil, fmt.Errorf("checkpoints: negative limit %d", limit)
 	}
@@ -126,6 +129,9 @@ func (s *Store) Checkpoints(ctx context.Context, scope audit.Scope, fromSeq, toS
 
 // LatestCheckpoint returns the account's newest checkpoint.
 func (s *Store) LatestCheckpoint(ctx context.Context, scope audit.Scope) (*audit.Checkpoint, error) {
+	if scope.ActorID != "" {
+		return nil, audit.Errorf(audit.EFORBIDDEN, "checkpoints are for a whole account")
+	}
 	if err := s.check(); err != nil {
 		return nil, err
 	}

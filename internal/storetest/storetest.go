@@ -590,8 +590,15 @@ func testCheckpoints(t *testing.T, s audit.Store) {
 	if got, _ := s.Checkpoints(ctx, audit.Scope{AccountID: "globex"}, 0, 0, 100); len(got) != 0 {
 		t.Errorf("globex sees %d checkpoints", len(got))
 	}
-	if _, _, err := s.Checkpoint(ctx, audit.Scope{AccountID: "acme", ActorID: "u1"}, t0, signer.Sign); audit.ErrorCode(err) != audit.EFORBIDDEN {
+	actorScope := audit.Scope{AccountID: "acme", ActorID: "u1"}
+	if _, _, err := s.Checkpoint(ctx, actorScope, t0, signer.Sign); audit.ErrorCode(err) != audit.EFORBIDDEN {
 		t.Errorf("checkpoint with an actor scope: %v", err)
+	}
+	if _, err := s.Checkpoints(ctx, actorScope, 0, 0, 10); audit.ErrorCode(err) != audit.EFORBIDDEN {
+		t.Errorf("checkpoints with an actor scope: %v", err)
+	}
+	if _, err := s.LatestCheckpoint(ctx, actorScope); audit.ErrorCode(err) != audit.EFORBIDDEN {
+		t.Errorf("latest checkpoint with an actor scope: %v", err)
 	}
 	// A failing signer stores nothing.
 	AppendAll(t, s, Event(t, "acme", time.Time{}))
