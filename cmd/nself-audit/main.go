@@ -49,6 +49,7 @@ Usage:
   nself-audit migrate    apply the database migrations and exit
   nself-audit verify --file events.ndjson
                          verify an export offline (no server, no database)
+  nself-audit bench --mode single|batch|query|stats   load a running server over HTTP
   nself-audit version    print the version
 
 Environment: DATABASE_URL (PostgreSQL; unset or sqlite:PATH for the embedded
@@ -80,6 +81,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 0
 	case "verify":
 		return verifyFile(args[1:], stdout, stderr)
+	case "bench":
+		return benchVerb(ctx, args[1:], getenv, stdout, stderr)
 	case "serve", "migrate":
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "nself-audit %s: takes no arguments\n", verb)
