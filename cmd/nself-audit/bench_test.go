@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -91,6 +92,40 @@ func BenchmarkVerify1M(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkPostBatch measures POST /api/v1/events/batch of 1000 events
+// through the real service on each store, 4 concurrent clients.
+func BenchmarkPostBatch(b *testing.B) {
+	for _, store := range stores {
+		b.Run(store, func(b *testing.B) {
+			s := start(b, store)
+			body := batchBody(1000, "")
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+			b.SetParallelism(2) // 4 clients on 2 cores
+			start := time.Now()
+			var n atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest("POST", s.url+"/api/v1/events/batch", strings.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+testSecret)
+					res, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if res.StatusCode != 201 {
+						b.Errorf("status %d", res.StatusCode)
+						return
+					}
+					n.Add(1000)
+				}
+			})
+			b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "events/s")
 		})
 	}
 }
