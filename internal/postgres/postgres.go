@@ -39,6 +39,13 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		cfg.MaxConns = 10
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "nself-audit"
+	// Plan each query with its values: a generic plan cannot tell a narrow
+	// time range or a rare value from a broad one, and picks badly for
+	// some filters (an action prefix plus a time range sorted the whole
+	// prefix). Planning costs far less than such a plan.
+	if _, ok := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !ok {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)

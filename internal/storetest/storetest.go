@@ -398,12 +398,17 @@ func testPaging(t *testing.T, s audit.Store) {
 	// 30 events, three to a timestamp: ties are broken by id.
 	var evs []*audit.Event
 	for i := 0; i < 30; i++ {
-		evs = append(evs, Event(t, "acme", base.Add(time.Duration(i/3)*time.Second)))
+		// Three actions interleaved in time: a prefix walk must merge them.
+		evs = append(evs, Event(t, "acme", base.Add(time.Duration(i/3)*time.Second), "action="+[]string{"doc.read", "doc.write", "doc.share"}[i%3]))
 	}
 	AppendAll(t, s, evs...)
-	for _, asc := range []bool{false, true} {
+	for _, c := range []struct {
+		asc    bool
+		prefix string
+	}{{false, ""}, {true, ""}, {false, "doc."}, {true, "doc."}} {
+		asc := c.asc
 		var got []*audit.Event
-		f := audit.Filter{Limit: 4, Asc: asc}
+		f := audit.Filter{Limit: 4, Asc: asc, ActionPrefix: c.prefix}
 		for page := 0; page < 20; page++ {
 			evs, err := s.Events(context.Background(), audit.Scope{AccountID: "acme"}, f)
 			if err != nil {
