@@ -271,6 +271,12 @@ func TestAuthVerify(t *testing.T) {
 	if r := s.do("GET", "/auth/verify", h, ""); r.status != 403 {
 		t.Errorf("role outside the token's: %d", r.status)
 	}
+	// auth_request knows only 2xx, 401 and 403.
+	bad := pluginHeaders("")
+	bad["X-Source-Account-Id"] = "not ok!"
+	if r := s.do("GET", "/auth/verify", bad, ""); r.status != 403 {
+		t.Errorf("malformed account header: %d, want 403", r.status)
+	}
 }
 
 // TestRepeatedHeaders: a header a proxy repeated with the same value is

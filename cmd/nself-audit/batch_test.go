@@ -42,6 +42,8 @@ func TestBatch(t *testing.T) {
 			{`{"events":[]}`, "events: holds 0 events"},
 			{batchBody(1001, ""), "events: holds 1001 events"},
 			{`{}`, "events: required"},
+			{`{"Events":[{"action":"a.b","actor_id":"u"}]}`, "Events: unknown field"},
+			{`{"events":[{"action":"a.b","actor_id":"u"}],"events":[]}`, "events: given more than once"},
 			{`{"events":[{"action":"a.b","actor_id":"u"}],"extra":1}`, "extra: unknown field"},
 			{`{"events":[{"action":"a.b","actor_id":"u","idempotency_key":"k"}]}`, "events[0]: idempotency_key"},
 			{`{"events":[{"action":"a.b","actor_id":"u"},{"action":"a.b"`, "body: truncated JSON"},
@@ -69,7 +71,7 @@ func TestBatch(t *testing.T) {
 			}
 		}
 		for _, other := range []string{batchBody(4, ""), batchBody(2, ""), batchBody(3, `,"severity":"error"`)} {
-			if r := s.do("POST", "/api/v1/events/batch", hk, other); r.status != 409 {
+			if r := s.do("POST", "/api/v1/events/batch", hk, other); r.status != 409 || !strings.Contains(r.errorMessage(), "different batch") {
 				t.Errorf("key reused for another batch: %d %s", r.status, r.raw)
 			}
 		}

@@ -40,6 +40,15 @@ type Config struct {
 	CheckpointInterval  time.Duration // NSELF_AUDIT_CHECKPOINT_SECONDS
 }
 
+// requireSecret is the serve verb's check: with PostgreSQL the plugin token
+// must come from the environment (nSelf generates it).
+func (c *Config) requireSecret() error {
+	if c.Secret == "" && !c.Embedded() {
+		return fmt.Errorf("PLUGIN_INTERNAL_SECRET: required with PostgreSQL (the plugin token; PLUGIN_SECRET is accepted too)")
+	}
+	return nil
+}
+
 // Embedded reports whether the store is the embedded SQLite file.
 func (c *Config) Embedded() bool { return c.DatabaseURL == "" }
 
@@ -121,10 +130,9 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		}
 	}
 	switch {
-	case cfg.Secret == "" && cfg.Embedded():
-		// Made or read from the data folder at start (ensureSecret).
 	case cfg.Secret == "":
-		return nil, fmt.Errorf("PLUGIN_INTERNAL_SECRET: required with PostgreSQL (the plugin token; PLUGIN_SECRET is accepted too)")
+		// Embedded: made or read from the data folder at start. PostgreSQL:
+		// required to serve (requireSecret), not to migrate.
 	case len(cfg.Secret) < minSecretLen:
 		return nil, fmt.Errorf("%s: must be at least %d characters", name, minSecretLen)
 	}

@@ -97,6 +97,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "nself-audit: "+err.Error())
 		return 1
 	}
+	if verb == "serve" {
+		if err := cfg.requireSecret(); err != nil {
+			fmt.Fprintln(stderr, "nself-audit: "+err.Error())
+			return 1
+		}
+	}
 	logger := newLogger(cfg, stderr)
 	slog.SetDefault(logger)
 	if cfg.Embedded() {

@@ -58,7 +58,7 @@ func DecodeEventInput(r io.Reader) (*EventInput, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, Errorf(EINVALID, "body: unexpected data after the JSON object")
 	}
-	if err := checkMemberNames(raw); err != nil {
+	if err := checkMemberNames(raw, inputFields, func(name string) bool { return serverFields[name] != "" }); err != nil {
 		return nil, err
 	}
 	strict := json.NewDecoder(bytes.NewReader(raw))
@@ -79,8 +79,10 @@ var inputFields = map[string]bool{
 
 // checkMemberNames refuses what encoding/json would quietly accept in an
 // object: a member named in another letter case ("Action") and a member
-// given twice, of which only the last would count.
-func checkMemberNames(raw json.RawMessage) error {
+// given twice, of which only the last would count. Names outside allowed
+// are refused too, unless tolerated (they then meet the typed decoder,
+// which says why).
+func checkMemberNames(raw json.RawMessage, allowed map[string]bool, tolerated func(string) bool) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil // not an object: the typed decode names the problem
@@ -95,7 +97,7 @@ func checkMemberNames(raw json.RawMessage) error {
 		switch {
 		case seen[name]:
 			return Errorf(EINVALID, "%s: given more than once", truncate(name, 64))
-		case !inputFields[name] && serverFields[name] == "":
+		case !allowed[name] && (tolerated == nil || !tolerated(name)):
 			return Errorf(EINVALID, "%s: unknown field", truncate(name, 64))
 		}
 		seen[name] = true
@@ -299,15 +301,21 @@ const MaxBatch = 1000
 // fault.
 func DecodeBatch(r io.Reader) ([]*EventInput, error) {
 	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	var body struct {
-		Events []json.RawMessage `json:"events"`
-	}
-	if err := dec.Decode(&body); err != nil {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
 		return nil, jsonError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, Errorf(EINVALID, "body: unexpected data after the JSON object")
+	}
+	if err := checkMemberNames(raw, map[string]bool{"events": true}, nil); err != nil {
+		return nil, err
+	}
+	var body struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, jsonError(err)
 	}
 	switch n := len(body.Events); {
 	case body.Events == nil:
@@ -359,9 +367,17 @@ func DecodeEvent(raw []byte) (*Event, error) {
 			return nil, Errorf(EINVALID, "%s: unknown field", truncate(name, 64))
 		}
 		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
 			return nil, Errorf(EINVALID, "malformed JSON")
+		}
+		if string(value) == "null" {
+			return nil, Errorf(EINVALID, "%s: null; every member of an event has a value", name)
+		}
+	}
+	for name := range eventFields {
+		if !seen[name] {
+			return nil, Errorf(EINVALID, "%s: missing", name)
 		}
 	}
 	var e Event

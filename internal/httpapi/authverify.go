@@ -1,6 +1,10 @@
 package httpapi
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+)
 
 // verifyAnswer is the body of GET /auth/verify.
 type verifyAnswer struct {
@@ -16,6 +20,11 @@ type verifyAnswer struct {
 // same credentials, by the same rules, as every API route.
 func (s *Server) handleAuthVerify(w http.ResponseWriter, r *http.Request) {
 	p, err := s.auth.Authenticate(r)
+	if audit.ErrorCode(err) == audit.EINVALID {
+		// auth_request knows only 2xx, 401 and 403; anything else is a 500
+		// at Nginx. A malformed account header is a refusal.
+		err = audit.Errorf(audit.EFORBIDDEN, "%s", audit.ErrorMessage(err))
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -118,6 +118,9 @@ func (s *Server) handleCreateBatch(w http.ResponseWriter, r *http.Request) {
 	replayed := 0
 	for i, it := range items {
 		if it.Err != nil {
+			if audit.ErrorCode(it.Err) == audit.ECONFLICT {
+				it.Err = audit.Errorf(audit.ECONFLICT, "Idempotency-Key was already used for a different batch")
+			}
 			s.writeError(w, r, it.Err)
 			return
 		}
