@@ -26,7 +26,7 @@
 #                               and stats mode (1 client); off by default
 #   BENCH_KEEP=1                keep the temp folder (logs, CSV) at exit
 #
-# A default run takes about 2 minutes. No result is asserted: it prints.
+# A default run takes about 70 seconds here. No result is asserted: it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
