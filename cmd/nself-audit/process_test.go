@@ -151,27 +151,7 @@ func TestTwoProcessesOneChain(t *testing.T) {
 	p1 := startProcess(t, dbURL)
 	p2 := startProcess(t, dbURL)
 	const clients, each = 8, 30
-	var wg sync.WaitGroup
-	errs := make(chan string, clients*each)
-	for c := 0; c < clients; c++ {
-		target := []*service{p1, p2}[c%2]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				account := []string{"acme", "globex", "initech"}[(c+i)%3]
-				r := target.do("POST", "/api/v1/events", pluginHeaders(account), fmt.Sprintf(`{"actor_id":"c%d","action":"load.multi","metadata":{"i":%d}}`, c, i))
-				if r.status != 201 {
-					errs <- fmt.Sprintf("%d %s", r.status, r.raw)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Fatal(e)
-	}
+	postFromBoth(t, p1, p2, []string{"acme", "globex", "initech"}, clients, each)
 	store, err := postgres.Open(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -395,27 +375,7 @@ func TestEmbeddedTwoProcesses(t *testing.T) {
 	p1 := runProcess(t, "NSELF_AUDIT_DATA_DIR="+dir, "PLUGIN_INTERNAL_SECRET="+testSecret)
 	p2 := runProcess(t, "NSELF_AUDIT_DATA_DIR="+dir, "PLUGIN_INTERNAL_SECRET="+testSecret)
 	const clients, each = 6, 25
-	var wg sync.WaitGroup
-	errs := make(chan string, clients*each)
-	for c := 0; c < clients; c++ {
-		target := []*process{p1, p2}[c%2]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				account := []string{"acme", "globex"}[(c+i)%2]
-				r := target.do("POST", "/api/v1/events", pluginHeaders(account), fmt.Sprintf(`{"actor_id":"c%d","action":"load.multi"}`, c))
-				if r.status != 201 {
-					errs <- fmt.Sprintf("%d %s", r.status, r.raw)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Fatal(e)
-	}
+	postFromBoth(t, p1.service, p2.service, []string{"acme", "globex"}, clients, each)
 	store, err := sqlite.Open(context.Background(), filepath.Join(dir, "nself-audit.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -605,5 +565,33 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 			}
 			t.Logf("%s: %d events stored, shutdown took %v", store, evs, elapsed.Round(time.Millisecond))
 		})
+	}
+}
+
+// postFromBoth posts clients×each events concurrently, clients alternating
+// between the two services and events between the accounts, and fails the
+// test on any answer but 201.
+func postFromBoth(t *testing.T, s1, s2 *service, accounts []string, clients, each int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan string, clients*each)
+	for c := 0; c < clients; c++ {
+		target := []*service{s1, s2}[c%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				account := accounts[(c+i)%len(accounts)]
+				r := target.do("POST", "/api/v1/events", pluginHeaders(account), fmt.Sprintf(`{"actor_id":"c%d","action":"load.multi","metadata":{"i":%d}}`, c, i))
+				if r.status != 201 {
+					errs <- fmt.Sprintf("%d %s", r.status, r.raw)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
 	}
 }
