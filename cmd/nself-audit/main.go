@@ -23,6 +23,7 @@ import (
 	"github.com/nself-org/nself-audit/internal/auth"
 	"github.com/nself-org/nself-audit/internal/httpapi"
 	"github.com/nself-org/nself-audit/internal/ingest"
+	"github.com/nself-org/nself-audit/internal/metrics"
 	"github.com/nself-org/nself-audit/internal/postgres"
 	"github.com/nself-org/nself-audit/internal/sqlite"
 )
@@ -214,20 +215,22 @@ type Main struct {
 	cfg    *Config
 	logger *slog.Logger
 
-	store  audit.Store
-	pg     *postgres.Store // nil on the embedded store
-	writer *ingest.Writer
-	signer *audit.Signer
+	store   audit.Store
+	pg      *postgres.Store // nil on the embedded store
+	writer  *ingest.Writer
+	signer  *audit.Signer
+	metrics *metrics.Metrics
+
+	server   *http.Server
+	listener net.Listener
+	stopBG   context.CancelFunc
+	bgDone   chan struct{}
 
 	stopCheckpoints context.CancelFunc
 	checkpointsDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
-	server    *http.Server
-	listener  net.Listener
-	stopBG    context.CancelFunc
-	bgDone    chan struct{}
 }
 
 // NewMain returns a Main for cfg.
@@ -257,7 +260,11 @@ func (m *Main) Run(ctx context.Context) error {
 		return errors.New("no checkpoint signing key")
 	}
 	m.signer = audit.NewSigner(m.cfg.SigningKey)
-	m.writer = ingest.New(store, ingest.Config{Logger: m.logger})
+	m.metrics = metrics.New(func() int { return m.writer.QueueDepth() })
+	if m.pg != nil {
+		m.metrics.Register(m.pg.PoolCollector())
+	}
+	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, OnCommit: m.metrics.ObserveCommit})
 	go m.writer.Run()
 	if m.cfg.CheckpointInterval > 0 { // always from the environment; tests may leave it off
 		cpCtx, stopCP := context.WithCancel(context.Background())
@@ -271,6 +278,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Auth:    auth.New(m.cfg.Secret, m.cfg.JWT, nil),
 		Cursors: audit.NewCursorCodec([]byte(m.cfg.Secret)),
 		Signer:  m.signer,
+		Metrics: m.metrics,
 		Logger:  m.logger,
 		Version: Version(),
 	})

@@ -78,8 +78,13 @@ func (s *Server) withLogAndRecover(next http.Handler) http.Handler {
 					s.writeError(rec, r, fmt.Errorf("panic: %v", v))
 				}
 			}
+			elapsed := time.Since(start)
 			s.logger.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-				"duration_ms", time.Since(start).Milliseconds(), "request_id", requestID(r))
+				"duration_ms", elapsed.Milliseconds(), "request_id", requestID(r))
+			if s.metrics != nil {
+				// r.Pattern is set by the mux on this very request.
+				s.metrics.ObserveRequest(r.Pattern, r.Method, rec.status, elapsed)
+			}
 		}()
 		next.ServeHTTP(rec, r)
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
+	"github.com/nself-org/nself-audit/internal/metrics"
 )
 
 // Writer is the write path (ingest.Writer).
@@ -26,6 +27,7 @@ type Server struct {
 	auth    *auth.Authenticator
 	cursors *audit.CursorCodec
 	signer  *audit.Signer
+	metrics *metrics.Metrics
 	logger  *slog.Logger
 	version string
 	now     func() time.Time
@@ -38,6 +40,7 @@ type Config struct {
 	Auth    *auth.Authenticator
 	Cursors *audit.CursorCodec
 	Signer  *audit.Signer
+	Metrics *metrics.Metrics // nil: no /metrics
 	Logger  *slog.Logger
 	Version string
 	Now     func() time.Time
@@ -46,7 +49,7 @@ type Config struct {
 // New returns a Server.
 func New(cfg Config) *Server {
 	s := &Server{store: cfg.Store, writer: cfg.Writer, auth: cfg.Auth, cursors: cfg.Cursors, signer: cfg.Signer,
-		logger: cfg.Logger, version: cfg.Version, now: cfg.Now}
+		metrics: cfg.Metrics, logger: cfg.Logger, version: cfg.Version, now: cfg.Now}
 	if s.logger == nil {
 		s.logger = slog.Default()
 	}
@@ -84,6 +87,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/checkpoints", api(s.handleListCheckpoints))
 	mux.Handle("GET /api/v1/checkpoints/latest", api(s.handleLatestCheckpoint))
 	mux.Handle("GET /api/v1/public-key", api(s.handlePublicKey))
+	if s.metrics != nil {
+		// Behind the plugin token like the API: a scrape config sends it
+		// as its bearer token.
+		mux.Handle("GET /metrics", s.authenticated(s.metrics.Handler()))
+	}
 
 	return withRequestID(s.withLogAndRecover(s.notFound(mux)))
 }

@@ -24,6 +24,9 @@ type Config struct {
 	// (deadlock, serialization) is tried; default 3.
 	Attempts int
 	Logger   *slog.Logger
+	// OnCommit, when set, is told of every batch after its transaction:
+	// the items, the time taken (retries included) and the error.
+	OnCommit func(items []*audit.AppendItem, d time.Duration, err error)
 }
 
 // Writer batches appends. Run must be running for Write to make progress.
@@ -140,6 +143,7 @@ func (w *Writer) commit(batch []*request) {
 		}
 	}
 	var err error
+	start := time.Now()
 	for attempt := 1; attempt <= w.cfg.Attempts; attempt++ {
 		for i, it := range items { // undo what a failed attempt set
 			it.Event, it.Replayed, it.Err = events[i], false, nil
@@ -156,6 +160,9 @@ func (w *Writer) commit(batch []*request) {
 	}
 	if err != nil {
 		w.cfg.Logger.Error("batch append failed", "events", len(items), "err", err)
+	}
+	if w.cfg.OnCommit != nil {
+		w.cfg.OnCommit(items, time.Since(start), err)
 	}
 	for _, r := range batch {
 		r.result <- err
