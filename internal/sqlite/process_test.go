@@ -139,7 +139,7 @@ func TestProcessesShareOneChain(t *testing.T) {
 			t.Fatalf("child %d: %v\n%s", i, err, outputs[i])
 		}
 	}
-	acme, globex := chain(t, s, "acme"), chain(t, s, "globex")
+	acme, globex := storetest.ReadChain(t, s, "acme", 7), storetest.ReadChain(t, s, "globex", 7)
 	if want := 2*childBatches*5 + 2*parentBatches*3; len(acme)+len(globex) != want {
 		t.Fatalf("chains hold %d events, want %d", len(acme)+len(globex), want)
 	}
@@ -198,7 +198,7 @@ func TestAcknowledgedSurvivesKill(t *testing.T) {
 	t.Logf("child acknowledged %d events before SIGKILL", len(acks))
 
 	s := openAt(t, path)
-	evs := chain(t, s, "acme")
+	evs := storetest.ReadChain(t, s, "acme", 7)
 	if len(evs) < len(acks) {
 		t.Fatalf("the file holds %d events; %d were acknowledged", len(evs), len(acks))
 	}
@@ -216,5 +216,5 @@ func TestAcknowledgedSurvivesKill(t *testing.T) {
 	if e.Seq != int64(len(evs)+1) {
 		t.Fatalf("next seq %d, want %d", e.Seq, len(evs)+1)
 	}
-	chain(t, s, "acme")
+	storetest.ReadChain(t, s, "acme", 7)
 }

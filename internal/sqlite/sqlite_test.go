@@ -64,33 +64,6 @@ func items(evs ...*audit.Event) []*audit.AppendItem {
 	return out
 }
 
-// chain reads and verifies the account's whole chain, 7 events a page.
-func chain(t testing.TB, s audit.Store, account string) []*audit.Event {
-	t.Helper()
-	v := audit.NewChainVerifier()
-	var all []*audit.Event
-	var after int64
-	for {
-		evs, err := s.Chain(context.Background(), audit.Scope{AccountID: account}, after, 7)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range evs {
-			if e.SourceAccountID != account {
-				t.Fatalf("chain of %s holds an event of %s", account, e.SourceAccountID)
-			}
-			if err := v.Check(e); err != nil {
-				t.Fatalf("account %s: %v", account, err)
-			}
-		}
-		all = append(all, evs...)
-		if len(evs) < 7 {
-			return all
-		}
-		after = evs[len(evs)-1].Seq
-	}
-}
-
 func TestAppendReadAndChain(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t)
@@ -126,7 +99,7 @@ func TestAppendReadAndChain(t *testing.T) {
 		}
 		all = append(all, evs...)
 	}
-	acme, globex := chain(t, s, "acme"), chain(t, s, "globex")
+	acme, globex := storetest.ReadChain(t, s, "acme", 7), storetest.ReadChain(t, s, "globex", 7)
 	if len(acme) != 10 || len(globex) != 10 {
 		t.Fatalf("chains of %d and %d events, want 10 each", len(acme), len(globex))
 	}
@@ -191,7 +164,7 @@ func TestIdempotency(t *testing.T) {
 	if plain.Replayed || plain.Err != nil || plain.Event.Seq != 3 {
 		t.Errorf("event without a key: %+v", plain)
 	}
-	if n := len(chain(t, s, "acme")); n != 3 {
+	if n := len(storetest.ReadChain(t, s, "acme", 7)); n != 3 {
 		t.Errorf("acme holds %d events, want 3", n)
 	}
 
@@ -203,7 +176,7 @@ func TestIdempotency(t *testing.T) {
 		t.Fatalf("retry after reopen: %v %+v", err, again)
 	}
 	// All replays: nothing is stored and the head stays.
-	if n := len(chain(t, s2, "acme")); n != 3 {
+	if n := len(storetest.ReadChain(t, s2, "acme", 7)); n != 3 {
 		t.Errorf("acme holds %d events after replays, want 3", n)
 	}
 	// Many keys in one batch (more than one IN list).
@@ -226,7 +199,7 @@ func TestIdempotency(t *testing.T) {
 			t.Fatalf("bulk retry %d: %+v", i, it)
 		}
 	}
-	if n := len(chain(t, s2, "acme")); n != 1203 {
+	if n := len(storetest.ReadChain(t, s2, "acme", 7)); n != 1203 {
 		t.Errorf("acme holds %d events, want 1203", n)
 	}
 }
@@ -414,7 +387,7 @@ func TestBatchIsAtomic(t *testing.T) {
 	if err == nil || audit.ErrorCode(err) != audit.EINTERNAL {
 		t.Fatalf("bad batch: %v", err)
 	}
-	if n := len(chain(t, s, "acme")); n != 1 {
+	if n := len(storetest.ReadChain(t, s, "acme", 7)); n != 1 {
 		t.Fatalf("acme holds %d events after a failed batch, want 1", n)
 	}
 	if _, err := s.Event(ctx, audit.Scope{AccountID: "acme"}, good.ID); audit.ErrorCode(err) != audit.ENOTFOUND {
@@ -425,7 +398,7 @@ func TestBatchIsAtomic(t *testing.T) {
 	if err := s.Append(ctx, appendItems); err != nil || retry.Replayed {
 		t.Fatalf("the key of the failed batch was kept: %v %+v", err, retry)
 	}
-	if len(chain(t, s, "acme")) != 2 || len(chain(t, s, "globex")) != 2 {
+	if len(storetest.ReadChain(t, s, "acme", 7)) != 2 || len(storetest.ReadChain(t, s, "globex", 7)) != 2 {
 		t.Fatal("chains did not go on")
 	}
 }
@@ -466,7 +439,7 @@ func TestAppendOnly(t *testing.T) {
 		}
 	}
 	// Nothing changed.
-	evs := chain(t, s, "acme")
+	evs := storetest.ReadChain(t, s, "acme", 7)
 	if len(evs) != 2 || evs[0].ID != e.ID {
 		t.Fatalf("chain after the attempts: %d events", len(evs))
 	}
@@ -493,7 +466,7 @@ func TestReopenKeepsChainAndSchema(t *testing.T) {
 			t.Fatalf("Migrations() = %+v, %v", st, err)
 		}
 		storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}), storetest.Event(t, "acme", time.Time{}))
-		if n := len(chain(t, s, "acme")); n != 2*round {
+		if n := len(storetest.ReadChain(t, s, "acme", 7)); n != 2*round {
 			t.Fatalf("round %d: %d events", round, n)
 		}
 		if err := s.Close(); err != nil {
@@ -594,8 +567,8 @@ func TestTwoStoresOneFile(t *testing.T) {
 	}
 	total := 0
 	for _, a := range accounts {
-		evs := chain(t, stores[0], a)
-		if again := chain(t, stores[1], a); len(again) != len(evs) {
+		evs := storetest.ReadChain(t, stores[0], a, 7)
+		if again := storetest.ReadChain(t, stores[1], a, 7); len(again) != len(evs) {
 			t.Fatalf("the stores see %d and %d events of %s", len(evs), len(again), a)
 		}
 		total += len(evs)
@@ -708,7 +681,7 @@ func TestContextCanceled(t *testing.T) {
 	if _, err := s.Stats(ctx, audit.Scope{AccountID: "acme"}, audit.Filter{}, audit.Day); !errors.Is(err, context.Canceled) {
 		t.Errorf("stats: %v", err)
 	}
-	if n := len(chain(t, s, "acme")); n != 0 {
+	if n := len(storetest.ReadChain(t, s, "acme", 7)); n != 0 {
 		t.Errorf("a canceled append stored %d events", n)
 	}
 	storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
@@ -747,7 +720,7 @@ func TestConcurrentOpen(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		storetest.AppendAll(t, s, storetest.Event(t, "acme", time.Time{}))
 	}
-	if got := len(chain(t, stores[0], "acme")); got != n {
+	if got := len(storetest.ReadChain(t, stores[0], "acme", 7)); got != n {
 		t.Fatalf("%d events, want %d", got, n)
 	}
 	var ledgerRows int
@@ -801,7 +774,7 @@ func checkpoints(t testing.TB, s audit.Store, account string) []*audit.Checkpoin
 	if err != nil {
 		t.Fatal(err)
 	}
-	evs := chain(t, s, account)
+	evs := storetest.ReadChain(t, s, account, 7)
 	var prev *audit.Checkpoint
 	for _, c := range cs {
 		if c.SourceAccountID != account {
@@ -887,7 +860,7 @@ func TestCheckpointsTwoStoresOneFile(t *testing.T) {
 		if again := checkpoints(t, stores[1], a); len(again) != len(cs) {
 			t.Fatalf("the stores see %d and %d checkpoints of %s", len(cs), len(again), a)
 		}
-		if n := int64(len(chain(t, stores[0], a))); cs[len(cs)-1].Seq != n {
+		if n := int64(len(storetest.ReadChain(t, stores[0], a, 7))); cs[len(cs)-1].Seq != n {
 			t.Fatalf("%s: latest checkpoint at seq %d, head %d", a, cs[len(cs)-1].Seq, n)
 		}
 		latest, err := stores[1].LatestCheckpoint(ctx, audit.Scope{AccountID: a})

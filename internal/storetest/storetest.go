@@ -107,10 +107,18 @@ func AppendAll(t testing.TB, s audit.Store, events ...*audit.Event) {
 // returns its length.
 func VerifyChain(t testing.TB, s audit.Store, account string) int64 {
 	t.Helper()
+	return int64(len(ReadChain(t, s, account, 100)))
+}
+
+// ReadChain reads the account's whole chain, pageSize events a page,
+// verifies every event and link, and returns the events in seq order.
+func ReadChain(t testing.TB, s audit.Store, account string, pageSize int) []*audit.Event {
+	t.Helper()
 	v := audit.NewChainVerifier()
+	var all []*audit.Event
 	var after int64
 	for {
-		evs, err := s.Chain(context.Background(), audit.Scope{AccountID: account}, after, 100)
+		evs, err := s.Chain(context.Background(), audit.Scope{AccountID: account}, after, pageSize)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,9 +130,9 @@ func VerifyChain(t testing.TB, s audit.Store, account string) int64 {
 				t.Fatalf("account %s: %v", account, err)
 			}
 		}
-		if len(evs) < 100 {
-			n, _ := v.Head()
-			return n
+		all = append(all, evs...)
+		if len(evs) < pageSize {
+			return all
 		}
 		after = evs[len(evs)-1].Seq
 	}
