@@ -2,13 +2,8 @@ package postgres
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
-	"sort"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -18,34 +13,11 @@ import (
 )
 
 // Migration is one embedded migration file.
-type Migration struct {
-	Filename string
-	SQL      string
-	Checksum string // sha256 hex of the file's bytes
-}
+type Migration = migrations.Migration
 
 // Migrations returns the embedded migrations in the order they apply: byte
 // order of their file names, *.down.sql excluded (nSelf's contract).
-func Migrations() ([]Migration, error) {
-	names, err := fs.Glob(migrations.FS, "*.sql")
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(names)
-	var out []Migration
-	for _, name := range names {
-		if strings.HasSuffix(name, ".down.sql") {
-			continue
-		}
-		b, err := fs.ReadFile(migrations.FS, name)
-		if err != nil {
-			return nil, err
-		}
-		sum := sha256.Sum256(b)
-		out = append(out, Migration{Filename: name, SQL: string(b), Checksum: hex.EncodeToString(sum[:])})
-	}
-	return out, nil
-}
+func Migrations() ([]Migration, error) { return migrations.Load(migrations.FS) }
 
 const (
 	ledgerTable = "np_nself_audit.schema_migrations"

@@ -2,50 +2,31 @@ package sqlite
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"embed"
-	"encoding/hex"
 	"fmt"
 	"io/fs"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/nself-org/nself-audit/internal/audit"
+	"github.com/nself-org/nself-audit/migrations"
 )
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
 // Migration is one embedded migration file.
-type Migration struct {
-	Filename string
-	SQL      string
-	Checksum string // sha256 hex of the file's bytes
-}
+type Migration = migrations.Migration
 
 // Migrations returns the embedded migrations in the order they apply: byte
 // order of their file names, *.down.sql excluded, as for PostgreSQL.
 func Migrations() ([]Migration, error) {
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	sub, err := fs.Sub(migrationFS, "migrations")
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(names)
-	var out []Migration
-	for _, name := range names {
-		if strings.HasSuffix(name, ".down.sql") {
-			continue
-		}
-		b, err := fs.ReadFile(migrationFS, name)
-		if err != nil {
-			return nil, err
-		}
-		sum := sha256.Sum256(b)
-		out = append(out, Migration{Filename: strings.TrimPrefix(name, "migrations/"), SQL: string(b), Checksum: hex.EncodeToString(sum[:])})
-	}
-	return out, nil
+	return migrations.Load(sub)
 }
 
 const ledgerSQL = `CREATE TABLE IF NOT EXISTS schema_migrations (
