@@ -39,3 +39,15 @@ func Load(fsys fs.FS) ([]Migration, error) {
 	}
 	return out, nil
 }
+
+// Applied counts the migrations of all that ledger (file name → checksum)
+// records with the same checksum: a changed file is not applied.
+func Applied(all []Migration, ledger map[string]string) int {
+	n := 0
+	for _, m := range all {
+		if ledger[m.Filename] == m.Checksum {
+			n++
+		}
+	}
+	return n
+}

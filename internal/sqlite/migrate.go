@@ -116,10 +116,6 @@ func (s *Store) Migrations(ctx context.Context) (audit.MigrationStatus, error) {
 	if err != nil {
 		return st, err
 	}
-	for _, m := range all {
-		if applied[m.Filename] == m.Checksum {
-			st.Applied++
-		}
-	}
+	st.Applied = migrations.Applied(all, applied)
 	return st, nil
 }
