@@ -155,6 +155,28 @@ func Start() (*Server, error) {
 	return s, nil
 }
 
+// NewServer starts a cluster of the test's own, stopped and removed at
+// cleanup: for tests that halt or restart their server, which must not be
+// the shared Default. It starts one even when NSELF_AUDIT_TEST_DATABASE_URL
+// is set, and fails the test when no server binaries are found.
+func NewServer(t testing.TB) *Server {
+	t.Helper()
+	binDir, err := findBinDir(exec.LookPath, "/usr/lib/postgresql/*/bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{binDir: binDir}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func (s *Server) start() error {
 	if os.Geteuid() == 0 {
 		cred, err := postgresCredential()
@@ -344,6 +366,40 @@ func (s *Server) stop() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Halt stops the server as a database outage would, keeping its data:
+// pg_ctl stop with mode "fast" (sessions are ended, as by an administrator's
+// restart) or "immediate" (no shutdown checkpoint, as in a crash). Resume
+// starts it again on the same port, so URLs given out stay valid. A server
+// reused from NSELF_AUDIT_TEST_DATABASE_URL cannot be halted.
+func (s *Server) Halt(mode string) error {
+	if s.external {
+		return fmt.Errorf("pgtest: cannot halt the server named by %s", EnvURL)
+	}
+	if mode != "fast" && mode != "immediate" {
+		return fmt.Errorf("pgtest: halt mode %q: want fast or immediate", mode)
+	}
+	pid := s.postmasterPID()
+	if out, err := s.pgCtl("stop", "-m", mode, "-w", "-t", "30"); err != nil {
+		return fmt.Errorf("pgtest: pg_ctl stop -m %s: %v: %s", mode, err, strings.TrimSpace(string(out)))
+	}
+	if pid != 0 && !waitStopped(pid, 10*time.Second) {
+		return fmt.Errorf("pgtest: postmaster %d still running after pg_ctl stop", pid)
+	}
+	return nil
+}
+
+// Resume starts a halted server again on its port and waits until it
+// accepts connections.
+func (s *Server) Resume() error {
+	if s.external {
+		return fmt.Errorf("pgtest: cannot resume the server named by %s", EnvURL)
+	}
+	if err := s.pgCtlStart(); err != nil {
+		return fmt.Errorf("pgtest: resume on port %d: %w\n%s", s.port, err, s.logTail())
+	}
+	return waitReady(s.URL, readyTimeout)
 }
 
 // postmasterPID reads the postmaster's pid from postmaster.pid (0 if none).
