@@ -96,9 +96,9 @@ func checkMemberNames(raw json.RawMessage, allowed map[string]bool, tolerated fu
 		name, _ := tok.(string)
 		switch {
 		case seen[name]:
-			return Errorf(EINVALID, "%s: given more than once", truncate(name, 64))
+			return Errorf(EINVALID, "%s: given more than once", Clip(name, 64))
 		case !allowed[name] && (tolerated == nil || !tolerated(name)):
-			return Errorf(EINVALID, "%s: unknown field", truncate(name, 64))
+			return Errorf(EINVALID, "%s: unknown field", Clip(name, 64))
 		}
 		seen[name] = true
 		var skip json.RawMessage
@@ -362,9 +362,9 @@ func DecodeEvent(raw []byte) (*Event, error) {
 		name, _ := tok.(string)
 		switch {
 		case seen[name]:
-			return nil, Errorf(EINVALID, "%s: given more than once", truncate(name, 64))
+			return nil, Errorf(EINVALID, "%s: given more than once", Clip(name, 64))
 		case !eventFields[name]:
-			return nil, Errorf(EINVALID, "%s: unknown field", truncate(name, 64))
+			return nil, Errorf(EINVALID, "%s: unknown field", Clip(name, 64))
 		}
 		seen[name] = true
 		var value json.RawMessage
