@@ -229,6 +229,9 @@ type Main struct {
 	stopCheckpoints context.CancelFunc
 	checkpointsDone chan struct{}
 
+	stopWatch context.CancelFunc // the database watch of the write routes
+	watchDone chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -282,6 +285,12 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:  m.logger,
 		Version: Version(),
 	})
+	if m.pg != nil {
+		// Writes are refused at once while PostgreSQL does not answer.
+		wctx, stopWatch := context.WithCancel(context.Background())
+		m.stopWatch, m.watchDone = stopWatch, make(chan struct{})
+		go func() { defer close(m.watchDone); api.WatchDatabase(wctx) }()
+	}
 	ln, err := net.Listen("tcp", m.cfg.Addr())
 	if err != nil {
 		m.Close()
@@ -439,6 +448,10 @@ func (m *Main) close() error {
 	if m.stopCheckpoints != nil {
 		m.stopCheckpoints()
 		<-m.checkpointsDone
+	}
+	if m.stopWatch != nil {
+		m.stopWatch()
+		<-m.watchDone
 	}
 	if m.signer != nil && m.store != nil {
 		// What was committed last is signed before the process goes.

@@ -31,6 +31,7 @@ type Server struct {
 	logger  *slog.Logger
 	version string
 	now     func() time.Time
+	db      dbState // set by WatchDatabase
 }
 
 // Config is what New needs. Every field is required but Logger and Now.

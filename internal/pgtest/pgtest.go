@@ -340,6 +340,7 @@ func (s *Server) Stop() error {
 func (s *Server) stop() error {
 	var errs []error
 	if pid := s.postmasterPID(); pid != 0 && processRunning(pid) {
+		_ = s.Thaw() // a frozen server cannot shut down
 		if out, err := s.pgCtl("stop", "-m", "fast", "-w", "-t", "30"); err != nil {
 			if out2, err2 := s.pgCtl("stop", "-m", "immediate", "-w", "-t", "30"); err2 != nil {
 				errs = append(errs, fmt.Errorf("pgtest: pg_ctl stop failed: -m fast: %v: %s; -m immediate: %v: %s",
@@ -400,6 +401,60 @@ func (s *Server) Resume() error {
 		return fmt.Errorf("pgtest: resume on port %d: %w\n%s", s.port, err, s.logTail())
 	}
 	return waitReady(s.URL, readyTimeout)
+}
+
+// Freeze stops every process of the server (SIGSTOP) as a hung host or a
+// network partition would look to clients: connections stay open, new ones
+// are accepted by the kernel, and nothing answers. Thaw lets it run again.
+func (s *Server) Freeze() error { return s.signalAll(syscall.SIGSTOP) }
+
+// Thaw undoes Freeze.
+func (s *Server) Thaw() error { return s.signalAll(syscall.SIGCONT) }
+
+// signalAll sends sig to the postmaster first (so that it forks nothing
+// meanwhile), then to its children.
+func (s *Server) signalAll(sig syscall.Signal) error {
+	if s.external {
+		return fmt.Errorf("pgtest: cannot signal the server named by %s", EnvURL)
+	}
+	pid := s.postmasterPID()
+	if pid == 0 || !processRunning(pid) {
+		return errors.New("pgtest: the server is not running")
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("pgtest: signal postmaster %d: %w", pid, err)
+	}
+	for _, child := range childrenOf(pid) {
+		if err := syscall.Kill(child, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("pgtest: signal %d: %w", child, err)
+		}
+	}
+	return nil
+}
+
+// childrenOf lists the processes whose parent is pid, from /proc.
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+		rest := string(b)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		if f := strings.Fields(rest); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
 }
 
 // postmasterPID reads the postmaster's pid from postmaster.pid (0 if none).

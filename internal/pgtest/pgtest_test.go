@@ -252,3 +252,28 @@ func TestHaltResume(t *testing.T) {
 		t.Error("Halt accepted an unknown mode")
 	}
 }
+
+// TestFreezeThaw: a frozen server keeps its connections open and answers
+// nothing; thawed, it answers on the same connection.
+func TestFreezeThaw(t *testing.T) {
+	s := NewServer(t)
+	conn := connect(t, s.NewDatabase(t))
+	ctx := context.Background()
+	if err := s.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	err := conn.Ping(qctx)
+	cancel()
+	if err == nil {
+		t.Fatal("a frozen server answered")
+	}
+	if err := s.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := connect(t, s.URL)
+	var one int
+	if err := c2.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil || one != 1 {
+		t.Fatalf("after thaw: %v", err)
+	}
+}
