@@ -4,7 +4,7 @@
 # sampled as it goes; prints whether they stayed flat, whether the load was
 # held, and whether every acknowledged event is stored.
 #
-#   bash scripts/soak.sh                                  # 4 minutes, 200 requests/s, PostgreSQL
+#   bash scripts/soak.sh                                  # 4 minutes, 100 requests/s, PostgreSQL
 #   SOAK_DURATION=30m SOAK_RATE=500 bash scripts/soak.sh
 #   SOAK_STORE=sqlite bash scripts/soak.sh
 #
@@ -19,7 +19,7 @@
 # the service's GET /metrics. The suite runs the same test for 15 s.
 #
 # Environment: SOAK_DURATION (Go duration, default 4m), SOAK_RATE (requests
-# per second, default 200), SOAK_STORE (postgres or sqlite). Exit status 0
+# per second, default 100), SOAK_STORE (postgres or sqlite). Exit status 0
 # when everything was flat, held and stored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
 fi
 
 duration=${SOAK_DURATION:-4m}
-rate=${SOAK_RATE:-200}
+rate=${SOAK_RATE:-100}
 store=${SOAK_STORE:-postgres}
 
 # seconds DURATION prints the whole seconds of a Go duration such as 1h30m.
@@ -55,4 +55,4 @@ echo "soak: $duration at $rate requests/s on $store; machine: $(nproc) cores, $(
 # The test's own lines, without go test's file:line prefix.
 NSELF_AUDIT_SOAK_DURATION=$duration NSELF_AUDIT_SOAK_RATE=$rate NSELF_AUDIT_SOAK_STORE=$store \
 	go test -count=1 -run '^TestSoak$' -v -timeout "$((secs + 600))s" ./cmd/nself-audit/ 2>&1 |
-	grep -vE '^(=== (RUN|PAUSE|CONT)|PASS$)' | sed -E 's/^ +soak_test\.go:[0-9]+: //'
+	grep --line-buffered -vE '^(=== (RUN|PAUSE|CONT)|PASS$)' | sed -uE 's/^ +soak_test\.go:[0-9]+: //'
