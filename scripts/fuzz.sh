@@ -63,6 +63,20 @@ for t in "${targets[@]}"; do
 	fi
 done
 
+# seconds D prints the whole seconds of a Go duration such as 1m3s.
+seconds() {
+	local d=$1 total=0
+	while [[ $d =~ ^([0-9]+)([hms])(.*)$ ]]; do
+		case ${BASH_REMATCH[2]} in
+		h) total=$((total + BASH_REMATCH[1] * 3600)) ;;
+		m) total=$((total + BASH_REMATCH[1] * 60)) ;;
+		s) total=$((total + BASH_REMATCH[1])) ;;
+		esac
+		d=${BASH_REMATCH[3]}
+	done
+	echo "$total"
+}
+
 args=(-run '^$' -fuzztime "$fuzztime" -fuzzminimizetime "$minimize")
 if [[ -n $workers ]]; then
 	args+=(-parallel "$workers")
@@ -79,7 +93,7 @@ for t in "${targets[@]}"; do
 	# "fuzz: elapsed: 10s, execs: 123456 (12345/sec), new interesting: 12 (total: 40)"
 	last=$(grep -E '^fuzz: elapsed: .*execs: [0-9]+' "$out" | tail -n 1 || true)
 	execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")
-	elapsed=$(sed -nE 's/^fuzz: elapsed: ([0-9]+)s.*/\1/p' <<<"$last")
+	elapsed=$(seconds "$(sed -nE 's/^fuzz: elapsed: ([0-9hms]+),.*/\1/p' <<<"$last")")
 	fresh=$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")
 	rate=$(awk -v n="${execs:-0}" -v s="${elapsed:-0}" 'BEGIN {if (s > 0) printf "%.0f", n / s; else print "-"}')
 	status=ok
