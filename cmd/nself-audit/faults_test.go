@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nself-org/nself-audit/internal/pgtest"
 	"github.com/nself-org/nself-audit/internal/postgres"
+	"github.com/nself-org/nself-audit/internal/sqlite"
 )
 
 // TestDatabaseOutageUnderLoad: PostgreSQL goes away under write load, as
@@ -133,4 +139,54 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 				recovered.Round(time.Millisecond), replays, created+replayed, created, replayed, stored)
 		})
 	}
+}
+
+// TestSIGTERMWithStuckClient: a client that never finishes sending its
+// request cannot hold a graceful stop past the shutdown timeout. The
+// requests in flight get the timeout less the writer's reserve; what is
+// still open then is cut (the client gets no answer), what is queued is
+// committed, and the process exits 1, saying so. Every acknowledged event
+// is stored.
+func TestSIGTERMWithStuckClient(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	env := []string{"PLUGIN_INTERNAL_SECRET=" + testSecret, "NSELF_AUDIT_DATA_DIR=" + dataDir}
+	p := runProcess(t, env...)
+	load := startWriteLoad(p.url, 4, "acme")
+	addr := strings.TrimPrefix(p.url, "http://")
+	stuck, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	fmt.Fprintf(stuck, "POST /api/v1/events HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Length: 100\r\n\r\n{\"actor", addr, testSecret)
+	time.Sleep(300 * time.Millisecond)
+
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.exited
+	elapsed := time.Since(start)
+	load.halt()
+	if elapsed < shutdownTimeout-commitReserve-time.Second || elapsed > shutdownTimeout {
+		t.Errorf("stopped after %v; want the requests' share of the timeout, %v, and at most %v", elapsed, shutdownTimeout-commitReserve, shutdownTimeout)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.logs.String(), "requests still in flight after 15s were cut") {
+		t.Errorf("exit code %d, want 1 with the cut logged:\n%s", code, p.logs.String())
+	}
+	stuck.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := stuck.Read(make([]byte, 512)); n != 0 || err == nil {
+		t.Errorf("the stuck client got %d bytes, %v; want its connection closed without an answer", n, err)
+	}
+
+	p2 := runProcess(t, env...)
+	created, replayed := load.retryUnacked(t, p2.url)
+	p2.stop()
+	st, err := sqlite.Open(context.Background(), filepath.Join(dataDir, "nself-audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	stored := load.checkStored(t, st)
+	t.Logf("stop with a stuck client: %v, exit 1, the stuck request cut; %d retried (%d stored, %d replayed); %d events stored, each key once",
+		elapsed.Round(time.Millisecond), created+replayed, created, replayed, stored)
 }

@@ -428,6 +428,10 @@ func (m *Main) Addr() string { return m.listener.Addr().String() }
 // everything queued is committed within it.
 const shutdownTimeout = 20 * time.Second
 
+// commitReserve is the part of shutdownTimeout kept for committing what
+// is queued after the requests in flight have had theirs.
+const commitReserve = 5 * time.Second
+
 // Close stops accepting requests, lets in-flight ones finish, commits what
 // is queued, and closes the database.
 func (m *Main) Close() error {
@@ -440,7 +444,15 @@ func (m *Main) close() error {
 	defer cancel()
 	var errs []error
 	if m.server != nil {
-		errs = append(errs, m.server.Shutdown(ctx))
+		// Requests in flight get the budget less the writer's reserve: a
+		// client that never finishes its request must not keep what is
+		// queued from being committed. What is still open then is cut.
+		sctx, scancel := context.WithTimeout(ctx, shutdownTimeout-commitReserve)
+		if err := m.server.Shutdown(sctx); err != nil {
+			m.server.Close()
+			errs = append(errs, fmt.Errorf("requests still in flight after %v were cut: %w", shutdownTimeout-commitReserve, err))
+		}
+		scancel()
 	}
 	if m.writer != nil {
 		errs = append(errs, m.writer.Close(ctx))
