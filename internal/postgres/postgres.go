@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,7 +23,9 @@ const AppRole = "nself_audit_app"
 
 // Store implements audit.Store on a pgx pool.
 type Store struct {
-	pool *pgxpool.Pool
+	pool        *pgxpool.Pool
+	heads       headCache    // each account's chain head after the last commit
+	fastCommits atomic.Int64 // batches committed by the fast path, for tests
 }
 
 var _ audit.Store = (*Store)(nil)

@@ -454,3 +454,63 @@ func TestFilterIndexesUsed(t *testing.T) {
 		}
 	}
 }
+
+// TestFastPathFallsBack runs two stores (as two processes would) on one
+// database: each commits in one round trip while its cached head is right,
+// and falls back to the locking path when the other moved the head or
+// stored a key first.
+func TestFastPathFallsBack(t *testing.T) {
+	t.Parallel()
+	s1, _ := setup(t)
+	ctx := context.Background()
+	s2, err := Open(ctx, s1.pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read")) // locking path: nothing cached yet
+	if n := s1.fastCommits.Load(); n != 0 {
+		t.Fatalf("first append took the fast path (%d)", n)
+	}
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read"))
+	if n := s1.fastCommits.Load(); n != 1 {
+		t.Fatalf("second append: %d fast commits, want 1", n)
+	}
+	appendEvents(t, s2, newEvent(t, "acme", "u2", "doc.read")) // moves the head under s1
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read"))
+	if n := s1.fastCommits.Load(); n != 1 {
+		t.Fatalf("append after another writer: %d fast commits, want still 1 (fallback)", n)
+	}
+
+	// A key stored by s2 while s1's cache is warm: s1's fast insert of the
+	// key fails and the locking path answers it.
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read"))
+	appendEvents(t, s2, newEvent(t, "acme", "u2", "doc.read"))
+	keyed := func(s *Store, actor string) *audit.AppendItem {
+		it := &audit.AppendItem{Event: newEvent(t, "acme", actor, "doc.read"), IdempotencyKey: "k1", Fingerprint: "f-" + actor}
+		if err := s.Append(ctx, []*audit.AppendItem{it}); err != nil {
+			t.Fatal(err)
+		}
+		return it
+	}
+	first := keyed(s2, "u2")
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read")) // s1's cache is right again
+	again := &audit.AppendItem{Event: newEvent(t, "acme", "u2", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f-u2"}
+	if err := s1.Append(ctx, []*audit.AppendItem{again}); err != nil {
+		t.Fatal(err)
+	}
+	if !again.Replayed || again.Event.ID != first.Event.ID {
+		t.Fatalf("same key and fingerprint: replayed %v, id %s; want the original %s", again.Replayed, again.Event.ID, first.Event.ID)
+	}
+	other := &audit.AppendItem{Event: newEvent(t, "acme", "u1", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f-u1"}
+	if err := s1.Append(ctx, []*audit.AppendItem{other}); err != nil {
+		t.Fatal(err)
+	}
+	if audit.ErrorCode(other.Err) != audit.ECONFLICT {
+		t.Fatalf("same key, other fingerprint: err %v; want a conflict", other.Err)
+	}
+	if n := storetest.VerifyChain(t, s1, "acme"); n != 8 {
+		t.Fatalf("chain has %d events, want 8", n)
+	}
+}
