@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -98,6 +99,7 @@ func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map
 		b.Queue(`SELECT set_config('app.source_account_id', $1, true)`, account)
 		rows.queue(b)
 		b.Queue(`SELECT np_nself_audit.advance_chain_head($1, $2, $3, $4, $5)`, account, h.seq, h.hash, rows.head.seq, rows.head.hash)
+		rows.queueRollups(b) // after the head: its lock orders them
 		to[account] = rows.head
 	}
 	if b.Len() > 1 { // else every item was answered within the batch
@@ -223,9 +225,16 @@ func appendAccount(ctx context.Context, tx pgx.Tx, account string, items []*audi
 			return chainHead{}, err
 		}
 	}
-	_, err = tx.Exec(ctx, `UPDATE np_nself_audit.np_audit_chain_heads
-		SET seq = $2, hash = $3, updated_at = now() WHERE source_account_id = $1`, account, rows.head.seq, rows.head.hash)
-	return rows.head, err
+	if _, err := tx.Exec(ctx, `UPDATE np_nself_audit.np_audit_chain_heads
+		SET seq = $2, hash = $3, updated_at = now() WHERE source_account_id = $1`, account, rows.head.seq, rows.head.hash); err != nil {
+		return chainHead{}, err
+	}
+	for _, q := range rows.rollups() {
+		if _, err := tx.Exec(ctx, q.sql, q.args...); err != nil {
+			return chainHead{}, err
+		}
+	}
+	return rows.head, nil
 }
 
 const insertEventsSQL = `
@@ -249,10 +258,15 @@ const insertKeysSQL = `
 	SELECT $1, k, f, i, o FROM unnest($2::text[], $3::text[], $4::uuid[], $5::timestamptz[]) AS t(k, f, i, o)`
 
 // linkedRows are the arguments of insertEventsSQL and insertKeysSQL (nil
-// when no item has a key) for events linked after a head, and the new head.
+// when no item has a key) for events linked after a head, the new head, and
+// the events' contribution to the stats rollups (migration 0007).
 type linkedRows struct {
 	events, keys []any
 	head         chainHead
+	account      string
+	dims         map[statsDims]int64
+	hours        map[time.Time]int64
+	actors       map[string]bool
 }
 
 func (r *linkedRows) queue(b *pgx.Batch) {
@@ -260,6 +274,78 @@ func (r *linkedRows) queue(b *pgx.Batch) {
 	if r.keys != nil {
 		b.Queue(insertKeysSQL, r.keys...)
 	}
+}
+
+func (r *linkedRows) queueRollups(b *pgx.Batch) {
+	for _, q := range r.rollups() {
+		b.Queue(q.sql, q.args...)
+	}
+}
+
+type statsDims struct{ action, actorType, outcome, severity string }
+
+type statement struct {
+	sql  string
+	args []any
+}
+
+// rollups returns the upserts that add the events to the stats rollups,
+// each with its keys in sorted order (concurrent upserts of the same rows
+// then lock them in the same order).
+func (r *linkedRows) rollups() []statement {
+	dims := make([]statsDims, 0, len(r.dims))
+	for d := range r.dims {
+		dims = append(dims, d)
+	}
+	sort.Slice(dims, func(i, j int) bool {
+		a, b := dims[i], dims[j]
+		if a.action != b.action {
+			return a.action < b.action
+		}
+		if a.actorType != b.actorType {
+			return a.actorType < b.actorType
+		}
+		if a.outcome != b.outcome {
+			return a.outcome < b.outcome
+		}
+		return a.severity < b.severity
+	})
+	n := len(dims)
+	actions, types, outcomes, severities, counts := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
+	for i, d := range dims {
+		actions[i], types[i], outcomes[i], severities[i], counts[i] = d.action, d.actorType, d.outcome, d.severity, r.dims[d]
+	}
+	hours := make([]time.Time, 0, len(r.hours))
+	for h := range r.hours {
+		hours = append(hours, h)
+	}
+	sort.Slice(hours, func(i, j int) bool { return hours[i].Before(hours[j]) })
+	hourCounts := make([]int64, len(hours))
+	for i, h := range hours {
+		hourCounts[i] = r.hours[h]
+	}
+	out := []statement{
+		{`INSERT INTO np_nself_audit.np_audit_stats_dims AS d
+			(source_account_id, action, actor_type, outcome, severity, events)
+		SELECT $1, a, t, o, s, n FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS u(a, t, o, s, n)
+		ON CONFLICT (source_account_id, action, actor_type, outcome, severity)
+		DO UPDATE SET events = d.events + excluded.events`,
+			[]any{r.account, actions, types, outcomes, severities, counts}},
+		{`INSERT INTO np_nself_audit.np_audit_stats_hours AS h (source_account_id, hour, events)
+		SELECT $1, t, n FROM unnest($2::timestamp[], $3::int8[]) AS u(t, n)
+		ON CONFLICT (source_account_id, hour) DO UPDATE SET events = h.events + excluded.events`,
+			[]any{r.account, hours, hourCounts}},
+	}
+	if len(r.actors) > 0 {
+		actors := make([]string, 0, len(r.actors))
+		for a := range r.actors {
+			actors = append(actors, a)
+		}
+		sort.Strings(actors)
+		out = append(out, statement{`INSERT INTO np_nself_audit.np_audit_stats_actors (source_account_id, actor_id)
+			SELECT $1, a FROM unnest($2::text[]) AS u(a) ON CONFLICT DO NOTHING`, []any{r.account, actors}})
+	}
+	return out
 }
 
 // linkRows links items to the chain after h, in order, and returns the
@@ -276,8 +362,14 @@ func linkRows(account string, items []*audit.AppendItem, h chainHead) (*linkedRo
 		keyTimes                                             []any
 	)
 	seq, hash := h.seq, h.hash
+	dims, hours, actors := map[statsDims]int64{}, map[time.Time]int64{}, map[string]bool{}
 	for i, it := range items {
 		e := it.Event
+		dims[statsDims{e.Action, e.ActorType, e.Outcome, e.Severity}]++
+		hours[e.OccurredAt.UTC().Truncate(time.Hour)]++
+		if e.ActorID != "" {
+			actors[e.ActorID] = true
+		}
 		if err := audit.Link(e, seq, hash); err != nil {
 			return nil, err
 		}
@@ -297,7 +389,8 @@ func linkRows(account string, items []*audit.AppendItem, h chainHead) (*linkedRo
 	r := &linkedRows{
 		events: []any{account, ids, seqs, occurred, recorded, actorIDs, actorTypes, actions, resTypes, resIDs,
 			outcomes, severities, ips, agents, requestIDs, srcs, metas, prevs, hashes},
-		head: chainHead{seq, hash},
+		head:    chainHead{seq, hash},
+		account: account, dims: dims, hours: hours, actors: actors,
 	}
 	if len(keyNames) > 0 {
 		r.keys = []any{account, keyNames, keyPrints, keyIDs, keyTimes}
