@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nself-org/nself-audit/internal/audit"
@@ -592,4 +594,99 @@ func TestStatsRollups(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestActionPrefixPages pages through action prefixes of few actions (read
+// per action from the rollup's list) and of many (read as one range), in
+// both orders and with a time range, and compares each page with the
+// expected order computed here.
+func TestActionPrefixPages(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	ctx := context.Background()
+	base := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	var all []*audit.Event
+	var items []*audit.AppendItem
+	for i := 0; i < 400; i++ {
+		action := fmt.Sprintf("x.a%02d", i%10) // 10 actions: per-action reads
+		switch i % 4 {
+		case 1:
+			action = fmt.Sprintf("z.a%03d", i/4) // 100 actions: one range
+		case 2:
+			action = "y.other"
+		}
+		at := base.Add(time.Duration(i*7919%400) * time.Minute).Format(time.RFC3339Nano) // shuffled times
+		in := &audit.EventInput{OccurredAt: &at, ActorID: "u", Action: action}
+		e, err := in.Validate("acme", "test", base.Add(24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, e)
+		items = append(items, &audit.AppendItem{Event: e})
+	}
+	if err := s.Append(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	since, until := base.Add(50*time.Minute), base.Add(300*time.Minute)
+	for _, prefix := range []string{"x.", "z.", "q."} {
+		for _, asc := range []bool{false, true} {
+			for _, ranged := range []bool{false, true} {
+				var want []uuid.UUID
+				for _, e := range all {
+					if strings.HasPrefix(e.Action, prefix) && (!ranged || !e.OccurredAt.Before(since) && e.OccurredAt.Before(until)) {
+						want = append(want, e.ID)
+					}
+				}
+				slices.SortFunc(want, func(a, b uuid.UUID) int {
+					ea, eb := byID(all, a), byID(all, b)
+					c := ea.OccurredAt.Compare(eb.OccurredAt)
+					if c == 0 {
+						c = strings.Compare(a.String(), b.String())
+					}
+					if !asc {
+						c = -c
+					}
+					return c
+				})
+				f := audit.Filter{ActionPrefix: prefix, Limit: 7, Asc: asc}
+				if ranged {
+					f.Since, f.Until = since, until
+				}
+				var got []uuid.UUID
+				for {
+					page, err := s.Events(ctx, audit.Scope{AccountID: "acme"}, f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					more := len(page) > f.Limit
+					if more {
+						page = page[:f.Limit]
+					}
+					for _, e := range page {
+						got = append(got, e.ID)
+					}
+					if !more {
+						break
+					}
+					last := page[len(page)-1]
+					f.After = &audit.Cursor{OccurredAt: last.OccurredAt, ID: last.ID}
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("prefix %s asc %v ranged %v: got %d events, want %d, or in another order", prefix, asc, ranged, len(got), len(want))
+				}
+				if prefix != "q." && len(want) < 20 {
+					t.Errorf("prefix %s: only %d events to page through", prefix, len(want))
+				}
+			}
+		}
+	}
+}
+
+func byID(all []*audit.Event, id uuid.UUID) *audit.Event {
+	for _, e := range all {
+		if e.ID == id {
+			return e
+		}
+	}
+	return nil
 }

@@ -133,7 +133,7 @@ func filterWhere(scope audit.Scope, f audit.Filter) *where {
 	if f.ActionPrefix != "" {
 		// "user." ≤ action < "user/": the prefix range under the C collation.
 		w.add("action >= ?", f.ActionPrefix)
-		w.add("action < ?", f.ActionPrefix[:len(f.ActionPrefix)-1]+"/")
+		w.add("action < ?", prefixEnd(f.ActionPrefix))
 	}
 	w.eq("resource_type", f.ResourceType)
 	w.eq("resource_id", f.ResourceID)
@@ -150,7 +150,59 @@ func filterWhere(scope audit.Scope, f audit.Filter) *where {
 }
 
 // Events returns one page (plus one event) of the filter's events.
+//
+// An action prefix is a range over the action index, which is ordered by
+// action before time: a page of the newest events of a prefix would read
+// and sort every event of every matching action. Instead, the actions of
+// the prefix are taken from the stats rollup (one row per action, migration
+// 0007) and each is read newest first with its own index range, at most a
+// page each, then merged: the cost is a page per action whatever the
+// number of events.
 func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) ([]*audit.Event, error) {
+	var evs []*audit.Event
+	// One snapshot for the actions and the events.
+	opts := pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}
+	err := s.inScope(ctx, scope, opts, func(tx pgx.Tx) error {
+		var actions []string
+		if f.ActionPrefix != "" && f.Action == "" {
+			rows, err := tx.Query(ctx, `SELECT DISTINCT action FROM np_nself_audit.np_audit_stats_dims
+				WHERE source_account_id = $1 AND action >= $2 AND action < $3 LIMIT $4`,
+				scope.AccountID, f.ActionPrefix, prefixEnd(f.ActionPrefix), maxPrefixActions+1)
+			if err != nil {
+				return err
+			}
+			actions, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			if len(actions) == 0 {
+				return nil // no action of the account has the prefix
+			}
+		}
+		sql, args := eventsQuery(scope, f, actions)
+		var err error
+		evs, err = queryEvents(ctx, tx, sql, args...)
+		return err
+	})
+	return evs, err
+}
+
+// maxPrefixActions bounds the per-action reads of an action prefix; a
+// prefix of more actions is read as one range.
+const maxPrefixActions = 64
+
+// prefixEnd is the first string after every string that starts with
+// prefix (which ends with "."): "user." -> "user/" under the C collation.
+func prefixEnd(prefix string) string { return prefix[:len(prefix)-1] + "/" }
+
+// eventsQuery returns the SQL of a page of f and its arguments. actions,
+// when set (1 to maxPrefixActions of them), are the actions of f's prefix,
+// each read by its own index range.
+func eventsQuery(scope audit.Scope, f audit.Filter, actions []string) (string, []any) {
+	lateral := len(actions) > 0 && len(actions) <= maxPrefixActions
+	if lateral {
+		f.ActionPrefix = ""
+	}
 	w := filterWhere(scope, f)
 	order, cmp := "DESC", "<"
 	if f.Asc {
@@ -164,15 +216,17 @@ func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) (
 	if limit <= 0 || limit > audit.MaxLimit {
 		limit = audit.DefaultLimit
 	}
-	sql := fmt.Sprintf(`SELECT %s FROM np_nself_audit.np_audit_events WHERE %s
-		ORDER BY occurred_at %s, id %s LIMIT %d`, eventColumns, w, order, order, limit+1)
-	var evs []*audit.Event
-	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
-		evs, err = queryEvents(ctx, tx, sql, w.args...)
-		return err
-	})
-	return evs, err
+	if !lateral {
+		return fmt.Sprintf(`SELECT %s FROM np_nself_audit.np_audit_events WHERE %s
+			ORDER BY occurred_at %s, id %s LIMIT %d`, eventColumns, w, order, order, limit+1), w.args
+	}
+	w.args = append(w.args, actions)
+	w.conds = append(w.conds, "action = a.action")
+	return fmt.Sprintf(`SELECT e.* FROM unnest($%d::text[]) AS a(action)
+		CROSS JOIN LATERAL (SELECT %s FROM np_nself_audit.np_audit_events WHERE %s
+			ORDER BY occurred_at %s, id %s LIMIT %d) e
+		ORDER BY e.occurred_at %s, e.id %s LIMIT %d`,
+		len(w.args), eventColumns, w, order, order, limit+1, order, order, limit+1), w.args
 }
 
 // Stats summarises the filter's events. The queries run in one
