@@ -220,6 +220,7 @@ type Main struct {
 	writer  *ingest.Writer
 	signer  *audit.Signer
 	metrics *metrics.Metrics
+	api     *httpapi.Server
 
 	server   *http.Server
 	listener net.Listener
@@ -282,6 +283,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:  m.logger,
 		Version: Version(),
 	})
+	m.api = api
 	ln, err := net.Listen("tcp", m.cfg.Addr())
 	if err != nil {
 		m.Close()
