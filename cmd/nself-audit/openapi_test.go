@@ -32,22 +32,22 @@ import (
 // status the document does not list for the operation fails, and so does a
 // documented status (other than 500) that no request produced.
 
-// pendingOperations are documented operations that the code does not serve
+// oaPendingOperations are documented operations that the code does not serve
 // yet, with what brings them. An entry fails TestOpenAPIRoutes as soon as the
 // route is served: remove it then, and the operation's cases below run and
 // count.
-var pendingOperations = map[string]string{
+var oaPendingOperations = map[string]string{
 	"GET /api/v1/events/stream": "the stream branch (contracts.md)",
 }
 
-// pendingExportCSV says that GET /api/v1/events/export does not serve
+// oaPendingExportCSV says that GET /api/v1/events/export does not serve
 // format=csv and the list filters yet (contracts.md; the stream branch).
 // TestOpenAPIConformance fails when it is true and the export serves CSV, or
 // false and it does not.
-const pendingExportCSV = true
+const oaPendingExportCSV = true
 
-// exportCSV is the coverage key of the CSV answer of the export.
-const exportCSV = "GET /api/v1/events/export 200 text/csv"
+// oaCSVAnswer is the coverage key of the CSV answer of the export.
+const oaCSVAnswer = "GET /api/v1/events/export 200 text/csv"
 
 // oaBase names the document for the schema compiler; nothing is fetched.
 const oaBase = "https://nself-audit.invalid/openapi.json"
@@ -78,7 +78,7 @@ func loadOpenAPI(t *testing.T) *openAPI {
 }
 
 // ptr joins JSON pointer tokens, escaped.
-func ptr(tokens ...string) string {
+func oaPtr(tokens ...string) string {
 	var b strings.Builder
 	for _, tok := range tokens {
 		b.WriteByte('/')
@@ -202,7 +202,7 @@ func (o *openAPI) matches(path string) []string {
 func (o *openAPI) route(method, path string) (string, bool) {
 	tmpls := o.matches(path)
 	for _, tmpl := range tmpls {
-		if o.at(ptr("paths", tmpl, strings.ToLower(method))) != nil {
+		if o.at(oaPtr("paths", tmpl, strings.ToLower(method))) != nil {
 			return tmpl, true
 		}
 	}
@@ -212,7 +212,7 @@ func (o *openAPI) route(method, path string) (string, bool) {
 // security returns the security scheme names an operation accepts; none
 // for an open operation.
 func (o *openAPI) security(method, tmpl string) []string {
-	reqs, ok := o.at(ptr("paths", tmpl, strings.ToLower(method), "security")).([]any)
+	reqs, ok := o.at(oaPtr("paths", tmpl, strings.ToLower(method), "security")).([]any)
 	if !ok {
 		reqs, _ = o.doc["security"].([]any)
 	}
@@ -282,8 +282,8 @@ func (r *oaRun) check(c oaCall, status int, h http.Header, raw []byte) {
 			r.checkAllow(where, u.Path, h.Get("Allow"))
 		}
 	default:
-		opPtr := ptr("paths", tmpl, strings.ToLower(c.method))
-		respPtr = ptr("paths", tmpl, strings.ToLower(c.method), "responses", strconv.Itoa(status))
+		opPtr := oaPtr("paths", tmpl, strings.ToLower(c.method))
+		respPtr = oaPtr("paths", tmpl, strings.ToLower(c.method), "responses", strconv.Itoa(status))
 		if o.at(respPtr) == nil {
 			t.Errorf("%s: status %d is not documented for %s %s: %.300s", where, status, c.method, tmpl, raw)
 			return
@@ -307,7 +307,7 @@ func (r *oaRun) check(c oaCall, status int, h http.Header, raw []byte) {
 func (r *oaRun) checkAllow(where, path, allow string) {
 	want := []string{}
 	for _, tmpl := range r.o.matches(path) {
-		item, _ := r.o.at(ptr("paths", tmpl)).(map[string]any)
+		item, _ := r.o.at(oaPtr("paths", tmpl)).(map[string]any)
 		for _, m := range oaMethods {
 			if _, ok := item[m]; ok && !slices.Contains(want, strings.ToUpper(m)) {
 				want = append(want, strings.ToUpper(m))
@@ -358,7 +358,7 @@ func (r *oaRun) checkRequest(where, opPtr string, c oaCall, q url.Values, open b
 	}
 	for name, v := range c.headers {
 		name = http.CanonicalHeaderKey(name)
-		if open || !serviceHeaders[name] {
+		if open || !oaServiceHeaders[name] {
 			continue
 		}
 		sp, ok := params["header "+name]
@@ -382,9 +382,9 @@ func (r *oaRun) checkRequest(where, opPtr string, c oaCall, q url.Values, open b
 	}
 }
 
-// serviceHeaders are the request headers the service reads (other than
+// oaServiceHeaders are the request headers the service reads (other than
 // credentials): each must be a documented parameter where it is accepted.
-var serviceHeaders = map[string]bool{
+var oaServiceHeaders = map[string]bool{
 	"X-Source-Account-Id": true, "X-Hasura-Source-Account-Id": true, "X-Hasura-Role": true,
 	"X-Source-Plugin": true, "Idempotency-Key": true, "Last-Event-Id": true, "X-Request-Id": true,
 }
@@ -392,7 +392,7 @@ var serviceHeaders = map[string]bool{
 func (r *oaRun) checkHeaders(where, respPtr string, resp map[string]any, h http.Header) {
 	headers, _ := resp["headers"].(map[string]any)
 	for name := range headers {
-		hd, at := r.o.resolve(respPtr + ptr("headers", name))
+		hd, at := r.o.resolve(respPtr + oaPtr("headers", name))
 		v, present := h[http.CanonicalHeaderKey(name)]
 		if !present {
 			if req, _ := hd["required"].(bool); req {
@@ -417,10 +417,10 @@ func (r *oaRun) checkBody(where, respPtr string, resp map[string]any, contentTyp
 	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil || content[mt] == nil {
-		t.Errorf("%s: Content-Type %q is not documented (%v)", where, contentType, keys(content))
+		t.Errorf("%s: Content-Type %q is not documented (%v)", where, contentType, oaKeys(content))
 		return
 	}
-	mtPtr := respPtr + ptr("content", mt)
+	mtPtr := respPtr + oaPtr("content", mt)
 	items := mtPtr + "/x-itemSchema"
 	fail := func(what string, err error) {
 		t.Errorf("%s: %s does not match the document: %v\n%.500s", where, what, err, raw)
@@ -474,7 +474,7 @@ func (r *oaRun) checkBody(where, respPtr string, resp map[string]any, contentTyp
 			}
 		}
 	case mt == "text/event-stream":
-		for i, f := range sseFrames(raw) {
+		for i, f := range oaSSEFrames(raw) {
 			if err := o.validate(t, items, f); err != nil {
 				fail(fmt.Sprintf("frame %d", i+1), err)
 			}
@@ -486,7 +486,7 @@ func (r *oaRun) checkBody(where, respPtr string, resp map[string]any, contentTyp
 	}
 }
 
-func keys(m map[string]any) []string {
+func oaKeys(m map[string]any) []string {
 	var ks []string
 	for k := range m {
 		ks = append(ks, k)
@@ -495,9 +495,9 @@ func keys(m map[string]any) []string {
 	return ks
 }
 
-// sseFrames parses the complete frames of a Server-Sent Events body into
+// oaSSEFrames parses the complete frames of a Server-Sent Events body into
 // objects of their fields; comment-only frames (heartbeats) are left out.
-func sseFrames(raw []byte) []map[string]any {
+func oaSSEFrames(raw []byte) []map[string]any {
 	var frames []map[string]any
 	blocks := strings.Split(strings.ReplaceAll(string(raw), "\r\n", "\n"), "\n\n")
 	for _, block := range blocks[:len(blocks)-1] { // the last one is incomplete
@@ -549,7 +549,7 @@ func (r *oaRun) stream(c oaCall, n int, timeout time.Duration, after func()) []m
 	for {
 		line, err := rd.ReadString('\n')
 		raw.WriteString(line)
-		if err != nil || (res.StatusCode == http.StatusOK && len(sseFrames(raw.Bytes())) >= n) {
+		if err != nil || (res.StatusCode == http.StatusOK && len(oaSSEFrames(raw.Bytes())) >= n) {
 			break
 		}
 	}
@@ -557,7 +557,7 @@ func (r *oaRun) stream(c oaCall, n int, timeout time.Duration, after func()) []m
 		t.Errorf("%s %s: status %d, want %d: %.300s", c.method, c.path, res.StatusCode, c.want, raw.Bytes())
 	}
 	r.check(c, res.StatusCode, res.Header, raw.Bytes())
-	frames := sseFrames(raw.Bytes())
+	frames := oaSSEFrames(raw.Bytes())
 	if res.StatusCode == http.StatusOK && len(frames) < n {
 		t.Errorf("%s %s: %d frames within %s, want %d", c.method, c.path, len(frames), timeout, n)
 	}
@@ -585,14 +585,14 @@ func TestOpenAPIRoutes(t *testing.T) {
 	}
 	for _, op := range documented {
 		served := slices.Contains(routes, op)
-		switch why, pending := pendingOperations[op]; {
+		switch why, pending := oaPendingOperations[op]; {
 		case !served && !pending:
 			t.Errorf("%s is in internal/httpapi/openapi.json but not registered", op)
 		case served && pending:
-			t.Errorf("%s is served now: remove it from pendingOperations (it was waiting for %s)", op, why)
+			t.Errorf("%s is served now: remove it from oaPendingOperations (it was waiting for %s)", op, why)
 		}
 	}
-	for op := range pendingOperations {
+	for op := range oaPendingOperations {
 		if !slices.Contains(documented, op) {
 			t.Errorf("pending operation %s is not in the document", op)
 		}
@@ -605,7 +605,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 	ids := map[string]string{}
 	for _, op := range documented {
 		method, tmpl, _ := strings.Cut(op, " ")
-		id, _ := o.at(ptr("paths", tmpl, strings.ToLower(method), "operationId")).(string)
+		id, _ := o.at(oaPtr("paths", tmpl, strings.ToLower(method), "operationId")).(string)
 		if id == "" || ids[id] != "" {
 			t.Errorf("%s: operationId %q missing or used twice", op, id)
 		}
@@ -624,7 +624,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 				}
 			}
 			for k, e := range v {
-				walk(p+ptr(k), e)
+				walk(p+oaPtr(k), e)
 			}
 		case []any:
 			for i, e := range v {
@@ -669,7 +669,7 @@ func (r *oaRun) jwt(user, role string, allowed ...string) map[string]string {
 	return bearer(hsToken(r.t, claims{user: user, role: role, account: "acme", allowed: allowed}))
 }
 
-func with(h map[string]string, kv ...string) map[string]string {
+func oaWith(h map[string]string, kv ...string) map[string]string {
 	out := map[string]string{}
 	for k, v := range h {
 		out[k] = v
@@ -703,12 +703,12 @@ func (r *oaRun) conform() {
 	full := `{"occurred_at":"2026-11-27T07:00:00+01:00","actor_id":"u1","actor_type":"user","action":"doc.read",` +
 		`"resource_type":"doc","resource_id":"d1","outcome":"success","severity":"info","ip_address":"::ffff:198.51.100.20",` +
 		`"user_agent":"test/1","request_id":"req-1","source":"test","metadata":{"n":1,"tags":["a"]}}`
-	first := r.do(oaCall{"POST", "/api/v1/events", with(plugin, "X-Source-Plugin", "billing", "X-Request-Id", "req-conform-1"), full, 201})
+	first := r.do(oaCall{"POST", "/api/v1/events", oaWith(plugin, "X-Source-Plugin", "billing", "X-Request-Id", "req-conform-1"), full, 201})
 	id, _ := first.body["id"].(string)
 	if first.header.Get("X-Request-Id") != "req-conform-1" {
 		t.Errorf("X-Request-Id not echoed: %q", first.header.Get("X-Request-Id"))
 	}
-	keyed := with(plugin, "Idempotency-Key", "conform-1")
+	keyed := oaWith(plugin, "Idempotency-Key", "conform-1")
 	r.do(oaCall{"POST", "/api/v1/events", keyed, `{"actor_type":"system","action":"backup.completed"}`, 201})
 	r.do(oaCall{"POST", "/api/v1/events", keyed, `{"actor_type":"system","action":"backup.completed"}`, 200})
 	r.do(oaCall{"POST", "/api/v1/events", keyed, `{"actor_type":"system","action":"backup.failed"}`, 409})
@@ -716,10 +716,10 @@ func (r *oaRun) conform() {
 	r.do(oaCall{"POST", "/api/v1/events", plugin, `{"actor_id":"u1"}`, 400})
 	r.do(oaCall{"POST", "/api/v1/events", plugin, `{"action":"a.b","actor_id":"u1","hash":"00"}`, 400})
 	r.do(oaCall{"POST", "/api/v1/events", plugin, `{"action":"a.b","actor_id":"u1","metadata":{"x":"` + strings.Repeat("x", 1<<20) + `"}}`, 413})
-	r.do(oaCall{"POST", "/api/v1/events", with(plugin, "X-Source-Account-Id", "acme corp"), `{"action":"a.b","actor_id":"u1"}`, 400})
+	r.do(oaCall{"POST", "/api/v1/events", oaWith(plugin, "X-Source-Account-Id", "acme corp"), `{"action":"a.b","actor_id":"u1"}`, 400})
 
 	// Batches.
-	bkey := with(plugin, "Idempotency-Key", "conform-batch", "X-Source-Plugin", "importer")
+	bkey := oaWith(plugin, "Idempotency-Key", "conform-batch", "X-Source-Plugin", "importer")
 	r.do(oaCall{"POST", "/api/v1/events/batch", bkey, batchBody(3, ""), 201})
 	r.do(oaCall{"POST", "/api/v1/events/batch", bkey, batchBody(3, ""), 200})
 	r.do(oaCall{"POST", "/api/v1/events/batch", bkey, batchBody(4, ""), 409})
@@ -735,7 +735,7 @@ func (r *oaRun) conform() {
 	}
 	r.do(oaCall{"GET", "/api/v1/events?actor_id=u1&actor_type=user&action=doc.*&resource_type=doc&resource_id=d1&outcome=success" +
 		"&severity=info&source=test&since=2026-01-01T00:00:00Z&until=2100-01-01T00:00:00%2B01:00&sort=asc&limit=10", plugin, "", 200})
-	r.do(oaCall{"GET", "/api/v1/events?action=doc.read&sort=desc", with(user, "X-Source-Account-Id", "acme"), "", 200})
+	r.do(oaCall{"GET", "/api/v1/events?action=doc.read&sort=desc", oaWith(user, "X-Source-Account-Id", "acme"), "", 200})
 	r.do(oaCall{"GET", "/api/v1/events?limit=0", plugin, "", 400})
 	r.do(oaCall{"GET", "/api/v1/events?colour=red", plugin, "", 400})
 	r.do(oaCall{"GET", "/api/v1/events?cursor=abc", plugin, "", 400})
@@ -785,9 +785,9 @@ func (r *oaRun) conform() {
 	// The auth_request target.
 	r.do(oaCall{"GET", "/auth/verify", plugin, "", 200})
 	r.do(oaCall{"GET", "/auth/verify", user, "", 200})
-	r.do(oaCall{"GET", "/auth/verify", with(user, "X-Hasura-Role", "admin"), "", 403})
-	r.do(oaCall{"GET", "/auth/verify", with(admin, "X-Source-Account-Id", "globex"), "", 403})
-	r.do(oaCall{"GET", "/auth/verify", with(plugin, "X-Source-Account-Id", "acme corp"), "", 403})
+	r.do(oaCall{"GET", "/auth/verify", oaWith(user, "X-Hasura-Role", "admin"), "", 403})
+	r.do(oaCall{"GET", "/auth/verify", oaWith(admin, "X-Source-Account-Id", "globex"), "", 403})
+	r.do(oaCall{"GET", "/auth/verify", oaWith(plugin, "X-Source-Account-Id", "acme corp"), "", 403})
 	r.do(oaCall{"GET", "/auth/verify", map[string]string{"Authorization": "Bearer nope"}, "", 401})
 
 	// Metrics.
@@ -807,7 +807,7 @@ func (r *oaRun) conform() {
 	}
 	for _, op := range r.o.operations() {
 		method, tmpl, _ := strings.Cut(op, " ")
-		if pendingOperations[op] != "" || strings.HasSuffix(tmpl, "/stream") {
+		if oaPendingOperations[op] != "" || strings.HasSuffix(tmpl, "/stream") {
 			continue // streams are driven by streamCases
 		}
 		path := strings.NewReplacer("{id}", id, "{actor_id}", "u1").Replace(tmpl)
@@ -842,16 +842,16 @@ func (r *oaRun) conform() {
 		if op == "GET /auth/verify" {
 			want = 403
 		}
-		r.do(oaCall{method, path, with(plugin, "X-Source-Account-Id", ""), body, want})
+		r.do(oaCall{method, path, oaWith(plugin, "X-Source-Account-Id", ""), body, want})
 	}
 
 	// Methods a path does not have, unknown and unclean paths.
-	for _, tmpl := range keys(r.o.doc["paths"].(map[string]any)) {
-		if pendingOperations["GET "+tmpl] != "" {
+	for _, tmpl := range oaKeys(r.o.doc["paths"].(map[string]any)) {
+		if oaPendingOperations["GET "+tmpl] != "" {
 			continue
 		}
 		path := strings.NewReplacer("{id}", id, "{actor_id}", "u1").Replace(tmpl)
-		open := len(r.o.security("GET", tmpl)) == 0 && r.o.at(ptr("paths", tmpl, "get")) != nil
+		open := len(r.o.security("GET", tmpl)) == 0 && r.o.at(oaPtr("paths", tmpl, "get")) != nil
 		for _, m := range []string{"DELETE", "PUT", "POST", "GET"} {
 			if op, _ := r.o.route(m, path); op != "" {
 				continue // another template answers it (GET /api/v1/events/batch is an event id)
@@ -877,9 +877,9 @@ func (r *oaRun) exportCSV(plugin, admin map[string]string) {
 	probe := r.s.do("GET", "/api/v1/events/export?format=csv", plugin, "")
 	served := probe.status == 200
 	switch {
-	case served && pendingExportCSV:
-		t.Errorf("the export serves format=csv now: set pendingExportCSV to false")
-	case !served && !pendingExportCSV:
+	case served && oaPendingExportCSV:
+		t.Errorf("the export serves format=csv now: set oaPendingExportCSV to false")
+	case !served && !oaPendingExportCSV:
 		t.Errorf("the export does not serve format=csv: %d %s", probe.status, probe.raw)
 	}
 	if !served {
@@ -903,12 +903,12 @@ func (r *oaRun) exportCSV(plugin, admin map[string]string) {
 func (r *oaRun) streamCases(plugin, admin, user, badRole map[string]string) {
 	const op = "GET /api/v1/events/stream"
 	if !r.served(op) {
-		return // TestOpenAPIRoutes holds it in pendingOperations
+		return // TestOpenAPIRoutes holds it in oaPendingOperations
 	}
 	t := r.t
 	wait := 10 * time.Second
 	// Catch-up from seq 1, then a live event.
-	frames := r.stream(oaCall{"GET", "/api/v1/events/stream", with(plugin, "Last-Event-ID", "1"), "", 200}, 2, wait, nil)
+	frames := r.stream(oaCall{"GET", "/api/v1/events/stream", oaWith(plugin, "Last-Event-ID", "1"), "", 200}, 2, wait, nil)
 	for i, f := range frames {
 		var e struct{ Seq int64 }
 		json.Unmarshal([]byte(f["data"].(string)), &e)
@@ -925,11 +925,11 @@ func (r *oaRun) streamCases(plugin, admin, user, badRole map[string]string) {
 	}
 	r.stream(oaCall{"GET", "/api/v1/events/stream?last_event_id=0", user, "", 200}, 1, wait, nil)
 	r.stream(oaCall{"GET", "/api/v1/events/stream?limit=5", plugin, "", 400}, 0, wait, nil)
-	r.stream(oaCall{"GET", "/api/v1/events/stream?last_event_id=1", with(plugin, "Last-Event-ID", "1"), "", 400}, 0, wait, nil)
-	r.stream(oaCall{"GET", "/api/v1/events/stream", with(plugin, "Last-Event-ID", "x"), "", 400}, 0, wait, nil)
+	r.stream(oaCall{"GET", "/api/v1/events/stream?last_event_id=1", oaWith(plugin, "Last-Event-ID", "1"), "", 400}, 0, wait, nil)
+	r.stream(oaCall{"GET", "/api/v1/events/stream", oaWith(plugin, "Last-Event-ID", "x"), "", 400}, 0, wait, nil)
 	r.stream(oaCall{"GET", "/api/v1/events/stream", map[string]string{}, "", 401}, 0, wait, nil)
 	r.stream(oaCall{"GET", "/api/v1/events/stream", badRole, "", 403}, 0, wait, nil)
-	r.stream(oaCall{"GET", "/api/v1/events/stream", with(plugin, "X-Source-Account-Id", ""), "", 400}, 0, wait, nil)
+	r.stream(oaCall{"GET", "/api/v1/events/stream", oaWith(plugin, "X-Source-Account-Id", ""), "", 400}, 0, wait, nil)
 	for _, m := range []string{"POST", "DELETE"} {
 		r.do(oaCall{m, "/api/v1/events/stream", plugin, "", 405})
 	}
@@ -961,7 +961,7 @@ func (r *oaRun) databaseGone() {
 	}
 	r.do(oaCall{"POST", "/api/v1/checkpoints", plugin, "", 503})
 	if r.served("GET /api/v1/events/stream") {
-		r.stream(oaCall{"GET", "/api/v1/events/stream", with(plugin, "Last-Event-ID", "1"), "", 503}, 0, 10*time.Second, nil)
+		r.stream(oaCall{"GET", "/api/v1/events/stream", oaWith(plugin, "Last-Event-ID", "1"), "", 503}, 0, 10*time.Second, nil)
 	}
 }
 
@@ -971,20 +971,20 @@ func (r *oaRun) databaseGone() {
 func (r *oaRun) checkCoverage() {
 	o := r.o
 	for _, op := range o.operations() {
-		if pendingOperations[op] != "" {
+		if oaPendingOperations[op] != "" {
 			continue
 		}
 		method, tmpl, _ := strings.Cut(op, " ")
-		responses, _ := o.at(ptr("paths", tmpl, strings.ToLower(method), "responses")).(map[string]any)
+		responses, _ := o.at(oaPtr("paths", tmpl, strings.ToLower(method), "responses")).(map[string]any)
 		for status := range responses {
 			if status == "500" {
 				continue
 			}
-			resp, _ := o.resolve(ptr("paths", tmpl, strings.ToLower(method), "responses", status))
+			resp, _ := o.resolve(oaPtr("paths", tmpl, strings.ToLower(method), "responses", status))
 			content, _ := resp["content"].(map[string]any)
-			for _, mt := range keys(content) {
+			for _, mt := range oaKeys(content) {
 				key := fmt.Sprintf("%s %s %s", op, status, mt)
-				if key == exportCSV && pendingExportCSV {
+				if key == oaCSVAnswer && oaPendingExportCSV {
 					continue
 				}
 				if !o.covered[key] {
