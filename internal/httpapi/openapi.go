@@ -4,6 +4,7 @@ import (
 	"bytes"
 	_ "embed"
 	"net/http"
+	"strconv"
 )
 
 // openAPIDocument is the OpenAPI 3.1 document of every route, maintained
@@ -22,5 +23,6 @@ func OpenAPIDocument() []byte { return bytes.Clone(openAPIDocument) }
 func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(openAPIDocument)))
 	w.Write(openAPIDocument)
 }
