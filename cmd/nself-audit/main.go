@@ -236,6 +236,7 @@ type Main struct {
 	writer  *ingest.Writer
 	signer  *audit.Signer
 	metrics *metrics.Metrics
+	api     *httpapi.Server
 
 	server   *http.Server
 	listener net.Listener
@@ -298,6 +299,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:  m.logger,
 		Version: Version(),
 	})
+	m.api = api
 	ln, err := net.Listen("tcp", m.cfg.Addr())
 	if err != nil {
 		m.Close()

@@ -66,12 +66,22 @@ const (
 	readTimeout  = 30 * time.Second // one query of a read route
 )
 
-// Handler returns the service's routes with their middleware: the one place
-// where both are listed.
+// Handler returns the service's routes with their middleware.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+	return withRequestID(s.withLogAndRecover(s.notFound(s.routes().ServeMux)))
+}
+
+// Routes returns the patterns Handler registers ("GET /health", ...), in
+// order: the list that the OpenAPI document is checked against.
+func (s *Server) Routes() []string { return s.routes().patterns }
+
+// routes registers the service's routes with their middleware: the one
+// place where both are listed.
+func (s *Server) routes() *routeMux {
+	mux := &routeMux{ServeMux: http.NewServeMux()}
 	mux.HandleFunc("GET /health", s.handleHealth)
 	mux.HandleFunc("GET /ready", s.handleReady)
+	mux.HandleFunc("GET /openapi.json", s.handleOpenAPI)
 	mux.HandleFunc("GET /auth/verify", s.handleAuthVerify)
 
 	api := func(h http.HandlerFunc) http.Handler { return s.authenticated(h) }
@@ -92,13 +102,26 @@ func (s *Server) Handler() http.Handler {
 		// as its bearer token.
 		mux.Handle("GET /metrics", s.authenticated(s.metrics.Handler()))
 	}
-
-	return withRequestID(s.withLogAndRecover(s.notFound(mux)))
+	return mux
 }
 
+// routeMux is a ServeMux that remembers the patterns registered on it.
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeMux) HandleFunc(pattern string, h http.HandlerFunc) { m.Handle(pattern, h) }
+
 // notFound answers unknown routes and wrong methods with JSON errors, after
-// authentication everywhere but the probes: without credentials, a caller
-// learns nothing about which routes exist.
+// authentication everywhere but the open routes (the probes and the OpenAPI
+// document): without credentials, a caller learns nothing about which
+// routes exist.
 func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
@@ -122,7 +145,7 @@ func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 			}
 			s.writeError(w, r, audit.Errorf(audit.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
 		})
-		if r.URL.Path == "/health" || r.URL.Path == "/ready" {
+		if r.URL.Path == "/health" || r.URL.Path == "/ready" || r.URL.Path == "/openapi.json" {
 			answer.ServeHTTP(w, r)
 			return
 		}
