@@ -792,6 +792,7 @@ func (r *oaRun) conform() {
 
 	// Metrics.
 	r.do(oaCall{"GET", "/metrics", plugin, "", 200})
+	r.do(oaCall{"GET", "/metrics", admin, "", 403})
 
 	r.streamCases(plugin, admin, user, badRole)
 

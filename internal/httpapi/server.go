@@ -100,7 +100,15 @@ func (s *Server) routes() *routeMux {
 	if s.metrics != nil {
 		// Behind the plugin token like the API: a scrape config sends it
 		// as its bearer token.
-		mux.Handle("GET /metrics", s.authenticated(s.metrics.Handler()))
+		// Metrics name every account: the plugin token only, never a JWT.
+		metricsHandler := s.metrics.Handler()
+		mux.Handle("GET /metrics", s.authenticated(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if principal(r).Kind != "plugin" {
+				s.writeError(w, r, audit.Errorf(audit.EFORBIDDEN, "metrics cover every account: only the plugin token may read them"))
+				return
+			}
+			metricsHandler.ServeHTTP(w, r)
+		})))
 	}
 	return mux
 }
