@@ -22,6 +22,28 @@ func queryEvents(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]*au
 	if err != nil {
 		return nil, err
 	}
+	return scanEvents(rows)
+}
+
+// readEvents runs one query of events in scope in a single round trip: the
+// scope and the query travel as one pipelined batch, which PostgreSQL runs
+// as one implicit, read-only transaction.
+func (s *Store) readEvents(ctx context.Context, scope audit.Scope, sql string, args ...any) ([]*audit.Event, error) {
+	b := &pgx.Batch{}
+	b.Queue(scopeSQL+`, set_config('transaction_read_only', 'on', true)`, scope.AccountID, scope.ActorID)
+	var evs []*audit.Event
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		var err error
+		evs, err = scanEvents(rows)
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, classify(err)
+	}
+	return evs, nil
+}
+
+func scanEvents(rows pgx.Rows) ([]*audit.Event, error) {
 	defer rows.Close()
 	var out []*audit.Event
 	for rows.Next() {
@@ -42,13 +64,8 @@ func queryEvents(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]*au
 
 // Event returns one event within scope.
 func (s *Store) Event(ctx context.Context, scope audit.Scope, id uuid.UUID) (*audit.Event, error) {
-	var evs []*audit.Event
-	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
-		evs, err = queryEvents(ctx, tx, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
-			WHERE source_account_id = $1 AND id = $2`, scope.AccountID, id)
-		return err
-	})
+	evs, err := s.readEvents(ctx, scope, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
+		WHERE source_account_id = $1 AND id = $2`, scope.AccountID, id)
 	if err != nil {
 		return nil, err
 	}
@@ -63,14 +80,8 @@ func (s *Store) Chain(ctx context.Context, scope audit.Scope, afterSeq int64, li
 	if scope.ActorID != "" {
 		return nil, audit.Errorf(audit.EFORBIDDEN, "the chain is readable only for a whole account")
 	}
-	var evs []*audit.Event
-	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
-		evs, err = queryEvents(ctx, tx, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
-			WHERE source_account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, scope.AccountID, afterSeq, limit)
-		return err
-	})
-	return evs, err
+	return s.readEvents(ctx, scope, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
+		WHERE source_account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, scope.AccountID, afterSeq, limit)
 }
 
 // Head returns the account's recorded chain head.
@@ -159,28 +170,25 @@ func filterWhere(scope audit.Scope, f audit.Filter) *where {
 // page each, then merged: the cost is a page per action whatever the
 // number of events.
 func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) ([]*audit.Event, error) {
+	if f.ActionPrefix == "" || f.Action != "" {
+		sql, args := eventsQuery(scope, f, nil)
+		return s.readEvents(ctx, scope, sql, args...)
+	}
 	var evs []*audit.Event
 	// One snapshot for the actions and the events.
 	opts := pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}
 	err := s.inScope(ctx, scope, opts, func(tx pgx.Tx) error {
-		var actions []string
-		if f.ActionPrefix != "" && f.Action == "" {
-			rows, err := tx.Query(ctx, `SELECT DISTINCT action FROM np_nself_audit.np_audit_stats_dims
-				WHERE source_account_id = $1 AND action >= $2 AND action < $3 LIMIT $4`,
-				scope.AccountID, f.ActionPrefix, prefixEnd(f.ActionPrefix), maxPrefixActions+1)
-			if err != nil {
-				return err
-			}
-			actions, err = pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return err
-			}
-			if len(actions) == 0 {
-				return nil // no action of the account has the prefix
-			}
+		rows, err := tx.Query(ctx, `SELECT DISTINCT action FROM np_nself_audit.np_audit_stats_dims
+			WHERE source_account_id = $1 AND action >= $2 AND action < $3 LIMIT $4`,
+			scope.AccountID, f.ActionPrefix, prefixEnd(f.ActionPrefix), maxPrefixActions+1)
+		if err != nil {
+			return err
+		}
+		actions, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(actions) == 0 {
+			return err // none: no action of the account has the prefix
 		}
 		sql, args := eventsQuery(scope, f, actions)
-		var err error
 		evs, err = queryEvents(ctx, tx, sql, args...)
 		return err
 	})
