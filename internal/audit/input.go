@@ -58,6 +58,12 @@ func DecodeEventInput(r io.Reader) (*EventInput, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, Errorf(EINVALID, "body: unexpected data after the JSON object")
 	}
+	return decodeEventValue(raw)
+}
+
+// decodeEventValue is DecodeEventInput for one JSON value already read and
+// checked for syntax (by a json.Decoder): the events of a batch.
+func decodeEventValue(raw json.RawMessage) (*EventInput, error) {
 	if err := checkMemberNames(raw, inputFields, func(name string) bool { return serverFields[name] != "" }); err != nil {
 		return nil, err
 	}
@@ -427,7 +433,7 @@ func DecodeBatch(r io.Reader) ([]*EventInput, error) {
 	}
 	ins := make([]*EventInput, len(body.Events))
 	for i, raw := range body.Events {
-		in, err := DecodeEventInput(bytes.NewReader(raw))
+		in, err := decodeEventValue(raw)
 		if err != nil {
 			return nil, Errorf(EINVALID, "events[%d]: %s", i, strings.TrimPrefix(ErrorMessage(err), "body: "))
 		}
