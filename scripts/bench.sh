@@ -372,6 +372,7 @@ if ((BENCH_QUERY_EVENTS > 0)); then
 fi
 
 # --- cost of growth ------------------------------------------------------------------
+num() { awk -v x="$1" 'BEGIN {printf "%.0f", x}'; }
 # qfield FILE QUERY STAT prints one latency figure of a query-mode summary.
 qfield() {
 	sed -n "/\"$2\": {/,/}/p" "$1" | sed -n "s/^ *\"$3\": \([0-9.]*\),\{0,1\}\$/\\1/p" | head -n 1
@@ -442,7 +443,6 @@ if [[ -n $growth_last ]]; then
 fi
 
 # --- report -----------------------------------------------------------------------
-num() { awk -v x="$1" 'BEGIN {printf "%.0f", x}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN {print (r + 0 >= t + 0) ? "met" : "NOT met"}'; }
 r_single=$(ratio "$svc_single" "$raw_ins8")
