@@ -84,7 +84,7 @@ func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map
 		return false, nil
 	}
 	b := &pgx.Batch{}
-	b.Queue(scopeSQL, accounts[0], "")
+	b.Queue(scopeSQL, accounts[0], "", AppRole)
 	to := map[string]chainHead{}
 	for _, account := range accounts {
 		fresh := audit.ResolveKeys(byAccount[account], nil)

@@ -233,7 +233,7 @@ func TestIsolationUnderSuperuser(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, scopeSQL, account, actor); err != nil {
+		if _, err := tx.Exec(ctx, scopeSQL, account, actor, roleOf(audit.Scope{AccountID: account, ActorID: actor})); err != nil {
 			t.Fatal(err)
 		}
 		var n int
@@ -251,12 +251,41 @@ func TestIsolationUnderSuperuser(t *testing.T) {
 	if n := count("", ""); n != 0 {
 		t.Errorf("no account under RLS sees %d rows, want 0", n)
 	}
+	// The actor role: only its own events, nothing with no actor set,
+	// and no writing, no other table.
+	asActor := func(actor, sql string) (int, error) {
+		tx, err := su.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, scopeSQL, "acme", actor, ActorRole); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = tx.QueryRow(ctx, sql).Scan(&n)
+		return n, err
+	}
+	if n, err := asActor("", `SELECT count(*) FROM np_nself_audit.np_audit_events`); err != nil || n != 0 {
+		t.Errorf("actor role without an actor sees %d rows (%v), want 0", n, err)
+	}
+	for _, sql := range []string{
+		`SELECT count(*) FROM np_nself_audit.np_audit_idempotency`,
+		`SELECT count(*) FROM np_nself_audit.np_audit_checkpoints`,
+		`WITH i AS (INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at, recorded_at,
+			actor_id, actor_type, action, outcome, severity, prev_hash, hash) VALUES (gen_random_uuid(), 'acme', 99, now(), now(),
+			'bob', 'user', 'x.y', 'success', 'info', repeat('0', 64), repeat('0', 64)) RETURNING 1) SELECT count(*) FROM i`,
+	} {
+		if _, err := asActor("bob", sql); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("actor role: %s: %v; want permission denied", strings.Fields(sql)[0]+" "+strings.Fields(sql)[3], err)
+		}
+	}
 	tx, err := su.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, scopeSQL, "acme", ""); err != nil {
+	if _, err := tx.Exec(ctx, scopeSQL, "acme", "", AppRole); err != nil {
 		t.Fatal(err)
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at, recorded_at,
@@ -368,7 +397,7 @@ func TestChainHeadOnlyMovesForward(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tx.Exec(ctx, scopeSQL, "acme", ""); err != nil {
+		if _, err := tx.Exec(ctx, scopeSQL, "acme", "", AppRole); err != nil {
 			t.Fatal(err)
 		}
 		if sql[:6] == "INSERT" {
@@ -433,7 +462,7 @@ func TestFilterIndexesUsed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tx.Exec(ctx, scopeSQL, "acme", "")
+		tx.Exec(ctx, scopeSQL, "acme", "", AppRole)
 		rows, err := tx.Query(ctx, `EXPLAIN SELECT id FROM np_nself_audit.np_audit_events WHERE `+w.String()+
 			` ORDER BY occurred_at DESC, id DESC LIMIT 51`, w.args...)
 		if err != nil {

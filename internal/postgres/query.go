@@ -30,7 +30,7 @@ func queryEvents(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]*au
 // as one implicit, read-only transaction.
 func (s *Store) readEvents(ctx context.Context, scope audit.Scope, sql string, args ...any) ([]*audit.Event, error) {
 	b := &pgx.Batch{}
-	b.Queue(scopeSQL+`, set_config('transaction_read_only', 'on', true)`, scope.AccountID, scope.ActorID)
+	b.Queue(scopeSQL+`, set_config('transaction_read_only', 'on', true)`, scope.AccountID, scope.ActorID, roleOf(scope))
 	var evs []*audit.Event
 	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		var err error
