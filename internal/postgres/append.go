@@ -357,9 +357,9 @@ func linkRows(account string, items []*audit.AppendItem, h chainHead) (*linkedRo
 		outcomes, severities, ips, agents, requestIDs, srcs  = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		metas, prevs, hashes                                 = make([]string, n), make([]string, n), make([]string, n)
 		seqs                                                 = make([]int64, n)
-		occurred, recorded                                   = make([]any, n), make([]any, n)
+		occurred, recorded                                   = make([]time.Time, n), make([]time.Time, n)
 		keyNames, keyPrints, keyIDs                          []string
-		keyTimes                                             []any
+		keyTimes                                             []time.Time
 	)
 	seq, hash := h.seq, h.hash
 	dims, hours, actors := map[statsDims]int64{}, map[time.Time]int64{}, map[string]bool{}
