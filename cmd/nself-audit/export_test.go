@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/nself-org/nself-audit/internal/audit"
 )
 
 // exportColumns is the CSV header of the route contract.
@@ -118,8 +120,14 @@ func TestExportCSV(t *testing.T) {
 				raw := want[name]
 				var v string
 				switch name {
-				case "seq", "metadata": // a number and an object: their JSON text
+				case "seq": // a number: its JSON text
 					v = string(raw)
+				case "metadata": // the canonical text, which the JSON form escapes <, > and & in
+					c, err := audit.Canonicalize(raw)
+					if err != nil {
+						t.Fatal(err)
+					}
+					v = string(c)
 				default:
 					if err := json.Unmarshal(raw, &v); err != nil {
 						t.Fatalf("%s: %v", name, err)
@@ -130,7 +138,8 @@ func TestExportCSV(t *testing.T) {
 				}
 			}
 		}
-		if !strings.Contains(rows[0][16], "日本語 ✓") || !strings.Contains(rows[0][13], "\n") || !strings.Contains(rows[1][9], ",") {
+		if !strings.Contains(rows[0][16], "日本語 ✓") || !strings.Contains(rows[0][13], "\n") || !strings.Contains(rows[1][9], ",") ||
+			!strings.Contains(rows[1][16], `\"x\" & <b>`) {
 			t.Errorf("the hard cases were not exercised: %q", rows[:2])
 		}
 		// Filters apply.

@@ -238,7 +238,9 @@ var csvColumns = []string{"id", "source_account_id", "seq", "occurred_at", "reco
 	"action", "resource_type", "resource_id", "outcome", "severity", "ip_address", "user_agent", "request_id", "source",
 	"metadata", "prev_hash", "hash"}
 
-// csvRecord is e as a CSV row: the values of its JSON form, unaltered.
+// csvRecord is e as a CSV row: its values unaltered, times as in the JSON
+// form, metadata as its canonical text (the bytes the hash covers; the JSON
+// form writes <, > and & in it as \u003c, \u003e, \u0026).
 func csvRecord(e *audit.Event, rec []string) []string {
 	meta := string(e.Metadata)
 	if meta == "" {
