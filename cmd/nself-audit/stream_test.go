@@ -213,7 +213,7 @@ func TestStreamLive(t *testing.T) {
 // lost, nothing twice, always in seq order.
 func TestStreamResume(t *testing.T) {
 	eachStore(t, func(t *testing.T, store string) {
-		s := start(t, store)
+		s := start(t, store, withStream(httpapi.StreamConfig{Page: 4, Span: 7}))
 		postN(s, "acme", 10)
 		for _, c := range []struct {
 			path    string
@@ -313,7 +313,8 @@ func storeHead(t *testing.T, s *service, account string) int64 {
 // TestStreamFilters: the list filters apply, to catch-up and live events.
 func TestStreamFilters(t *testing.T) {
 	eachStore(t, func(t *testing.T, store string) {
-		s := start(t, store)
+		// Tiny queries: full pages and seq spans without a match are walked.
+		s := start(t, store, withStream(httpapi.StreamConfig{Page: 1, Span: 2}))
 		events := []string{
 			`{"actor_id":"alice","action":"user.login"}`,                           // 1 match
 			`{"actor_id":"alice","action":"user.login","outcome":"failure"}`,       // 2

@@ -17,6 +17,11 @@ type StreamConfig struct {
 	Heartbeat time.Duration // comment frame interval; default 15 s
 	Poll      time.Duration // look for events of other processes; default 1 s
 	Max       int           // concurrent streams of this process; default 100
+	// Page and Span bound one query: at most Page events (default 500)
+	// among at most Span seqs (default 50000), so that a rare filter over a
+	// long catch-up costs many short queries, not one long one.
+	Page int
+	Span int64
 }
 
 // Defaults of StreamConfig.
@@ -27,8 +32,8 @@ const (
 )
 
 const (
-	// streamPage is how many events one query of a stream reads.
-	streamPage = 500
+	defaultStreamPage = 500
+	defaultStreamSpan = 50000
 	// streamMinGap spaces a stream's reads under a steady flow of commits:
 	// each wake-up that comes sooner waits for the rest of the gap, and
 	// the commits of the wait are read together.
@@ -91,6 +96,9 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	scope := scopeOf(p)
 	head, err := s.head(ctx, scope)
 	if err != nil {
+		if ctx.Err() != nil && r.Context().Err() == nil {
+			err = audit.Errorf(audit.EUNAVAILABLE, "the service is shutting down; retry later")
+		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -123,8 +131,9 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		// Deliver (last, head]: every event up to the head is committed,
 		// so what the filter or the scope leaves out is passed over for good.
 		for last < head {
+			to := min(head, last+s.stream.Span)
 			qctx, qcancel := context.WithTimeout(ctx, readTimeout)
-			evs, err := s.store.EventsBySeq(qctx, scope, f, last, head, streamPage)
+			evs, err := s.store.EventsBySeq(qctx, scope, f, last, to, s.stream.Page)
 			qcancel()
 			if err != nil {
 				if ctx.Err() == nil {
@@ -147,8 +156,8 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				}
 				last = e.Seq
 			}
-			if len(evs) < streamPage {
-				last = head
+			if len(evs) < s.stream.Page {
+				last = to
 			}
 		}
 		if rc.Flush() != nil {
