@@ -507,7 +507,7 @@ func TestStreamShutdown(t *testing.T) {
 		if err := s.main.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if d := time.Since(begin); d > 3*time.Second {
+		if d := time.Since(begin); d > 5*time.Second { // without CloseStreams it is the 20 s shutdown timeout
 			t.Fatalf("Close took %v with open streams", d)
 		}
 		// Every stream ends; streams 1 and 2 may still hold event 1.
@@ -541,7 +541,7 @@ func TestStreamOtherProcess(t *testing.T) {
 	if seq, e := st.nextEvent(5 * time.Second); seq != 1 || e["id"] != id {
 		t.Fatalf("seq %d %v", seq, e)
 	}
-	if d := time.Since(begin); d > 2500*time.Millisecond {
+	if d := time.Since(begin); d > 4*time.Second { // the poll is every second; the machine may be busy
 		t.Fatalf("the poll found the event after %v", d)
 	}
 	s.post("acme", `{"actor_id":"u","action":"doc.read"}`) // and our own at once
