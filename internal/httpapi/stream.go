@@ -3,7 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -124,9 +124,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	defer heartbeat.Stop()
 	poll := time.NewTicker(s.stream.Poll)
 	defer poll.Stop()
-	var frame bytes.Buffer
-	enc := json.NewEncoder(&frame)
-	enc.SetEscapeHTML(false) // as writeJSON: the bytes of GET /api/v1/events/{id}
+	var frame []byte
 	for {
 		// Deliver (last, head]: every event up to the head is committed,
 		// so what the filter or the scope leaves out is passed over for good.
@@ -145,13 +143,21 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			for _, e := range evs {
-				frame.Reset()
-				frame.WriteString("id: ")
-				frame.WriteString(strconv.FormatInt(e.Seq, 10))
-				frame.WriteString("\nevent: event\ndata: ")
-				enc.Encode(e) // cannot fail: an Event always encodes; ends with \n
-				frame.WriteString("\n")
-				if s.send(rc, w, frame.Bytes()) != nil {
+				// The bytes of GET /api/v1/events/{id}: compact JSON, one line.
+				data, err := e.MarshalJSON()
+				if err == nil && bytes.ContainsAny(data, "\r\n") {
+					err = errors.New("the event's JSON spans lines") // would break the frame
+				}
+				if err != nil {
+					s.logger.Error("stream: encode event", "request_id", requestID(r), "seq", e.Seq, "err", err)
+					return
+				}
+				frame = append(frame[:0], "id: "...)
+				frame = strconv.AppendInt(frame, e.Seq, 10)
+				frame = append(frame, "\nevent: event\ndata: "...)
+				frame = append(frame, data...)
+				frame = append(frame, "\n\n"...)
+				if s.send(rc, w, frame) != nil {
 					return
 				}
 				last = e.Seq
