@@ -115,6 +115,19 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	// The server's write timeout would end the stream: each write gets its
 	// own deadline instead.
 	rc.SetWriteDeadline(time.Now().Add(streamWriteWindow))
+	// At shutdown, a write blocked on a client that does not read ends at
+	// once rather than after its window. The kick is over before the
+	// handler returns, so it never touches the connection's next request.
+	kicked := make(chan struct{})
+	stopKick := context.AfterFunc(ctx, func() {
+		defer close(kicked)
+		rc.SetWriteDeadline(time.Now())
+	})
+	defer func() {
+		if !stopKick() {
+			<-kicked
+		}
+	}()
 	w.WriteHeader(http.StatusOK)
 	if rc.Flush() != nil {
 		return
