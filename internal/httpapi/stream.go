@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nself-org/nself-audit/internal/audit"
@@ -111,25 +112,27 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
-	rc := http.NewResponseController(w)
 	// The server's write timeout would end the stream: each write gets its
-	// own deadline instead.
-	rc.SetWriteDeadline(time.Now().Add(streamWriteWindow))
-	// At shutdown, a write blocked on a client that does not read ends at
-	// once rather than after its window. The kick is over before the
-	// handler returns, so it never touches the connection's next request.
+	// own deadline instead. When the stream ends (shutdown), a write blocked
+	// on a client that does not read ends at once rather than after its
+	// window. The kick is over before the handler returns, so it never
+	// touches the connection's next request.
+	out := &streamOut{w: w, rc: http.NewResponseController(w)}
 	kicked := make(chan struct{})
 	stopKick := context.AfterFunc(ctx, func() {
 		defer close(kicked)
-		rc.SetWriteDeadline(time.Now())
+		out.cut()
 	})
 	defer func() {
 		if !stopKick() {
 			<-kicked
 		}
 	}()
+	if !out.extend() {
+		return
+	}
 	w.WriteHeader(http.StatusOK)
-	if rc.Flush() != nil {
+	if out.flush() != nil {
 		return
 	}
 
@@ -170,7 +173,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				frame = append(frame, "\nevent: event\ndata: "...)
 				frame = append(frame, data...)
 				frame = append(frame, "\n\n"...)
-				if s.send(rc, w, frame) != nil {
+				if out.write(frame) != nil {
 					return
 				}
 				last = e.Seq
@@ -179,7 +182,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				last = to
 			}
 		}
-		if rc.Flush() != nil {
+		if out.flush() != nil {
 			return
 		}
 		cycle := time.Now()
@@ -193,7 +196,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 			case <-poll.C:
 				break wait
 			case <-heartbeat.C:
-				if s.send(rc, w, []byte(": heartbeat\n\n")) != nil || rc.Flush() != nil {
+				if out.write([]byte(": heartbeat\n\n")) != nil || out.flush() != nil {
 					return
 				}
 			}
@@ -222,11 +225,51 @@ func (s *Server) head(ctx context.Context, scope audit.Scope) (int64, error) {
 	return seq, err
 }
 
-// send writes b to the stream within streamWriteWindow.
-func (s *Server) send(rc *http.ResponseController, w http.ResponseWriter, b []byte) error {
-	rc.SetWriteDeadline(time.Now().Add(streamWriteWindow))
-	_, err := w.Write(b)
+// streamOut writes a stream, each write within streamWriteWindow, until
+// cut ends it: from then on every write fails at once, also one that is
+// blocked. The lock keeps a write's new deadline from undoing the cut.
+type streamOut struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+
+	mu    sync.Mutex
+	isCut bool
+}
+
+var errStreamCut = errors.New("stream: ended")
+
+// extend gives the next write its window; false once the stream is cut.
+func (o *streamOut) extend() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.isCut {
+		return false
+	}
+	o.rc.SetWriteDeadline(time.Now().Add(streamWriteWindow))
+	return true
+}
+
+func (o *streamOut) write(b []byte) error {
+	if !o.extend() {
+		return errStreamCut
+	}
+	_, err := o.w.Write(b)
 	return err
+}
+
+func (o *streamOut) flush() error {
+	if !o.extend() {
+		return errStreamCut
+	}
+	return o.rc.Flush()
+}
+
+// cut makes every write fail from now on, a blocked one included.
+func (o *streamOut) cut() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.isCut = true
+	o.rc.SetWriteDeadline(time.Now())
 }
 
 // lastEventID reads the resume position: the Last-Event-ID header (set by
