@@ -18,6 +18,7 @@ import (
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
+	"github.com/nself-org/nself-audit/internal/httpapi"
 )
 
 // Config is the service's configuration, read from the environment.
@@ -38,6 +39,8 @@ type Config struct {
 	SigningKeyGenerated string
 	CheckpointEvents    int64         // NSELF_AUDIT_CHECKPOINT_EVENTS
 	CheckpointInterval  time.Duration // NSELF_AUDIT_CHECKPOINT_SECONDS
+
+	stream httpapi.StreamConfig // defaults; tests shorten them
 }
 
 // requireSecret is the serve verb's check: with PostgreSQL the plugin token

@@ -24,6 +24,7 @@ import (
 	"github.com/nself-org/nself-audit/internal/httpapi"
 	"github.com/nself-org/nself-audit/internal/ingest"
 	"github.com/nself-org/nself-audit/internal/metrics"
+	"github.com/nself-org/nself-audit/internal/notify"
 	"github.com/nself-org/nself-audit/internal/postgres"
 	"github.com/nself-org/nself-audit/internal/sqlite"
 )
@@ -280,7 +281,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.pg != nil {
 		m.metrics.Register(m.pg.PoolCollector())
 	}
-	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, OnCommit: m.metrics.ObserveCommit})
+	notifier := notify.New() // wakes the live tails after each commit
+	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, OnCommit: func(items []*audit.AppendItem, d time.Duration, err error) {
+		m.metrics.ObserveCommit(items, d, err)
+		notifier.Committed(items, err)
+	}})
 	go m.writer.Run()
 	if m.cfg.CheckpointInterval > 0 { // always from the environment; tests may leave it off
 		cpCtx, stopCP := context.WithCancel(context.Background())
@@ -297,6 +302,9 @@ func (m *Main) Run(ctx context.Context) error {
 		Metrics: m.metrics,
 		Logger:  m.logger,
 		Version: Version(),
+
+		Notifier: notifier,
+		Stream:   m.cfg.stream,
 	})
 	ln, err := net.Listen("tcp", m.cfg.Addr())
 	if err != nil {
@@ -305,6 +313,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.listener = ln
 	m.server = httpapi.NewHTTPServer(ln.Addr().String(), api.Handler(), m.logger)
+	m.server.RegisterOnShutdown(api.CloseStreams) // open streams end at once, or Shutdown would wait for them
 	go func() {
 		if err := m.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.logger.Error("serve", "err", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
 	"github.com/nself-org/nself-audit/internal/metrics"
+	"github.com/nself-org/nself-audit/internal/notify"
 )
 
 // Writer is the write path (ingest.Writer).
@@ -31,6 +32,12 @@ type Server struct {
 	logger  *slog.Logger
 	version string
 	now     func() time.Time
+
+	notifier     *notify.Notifier
+	stream       StreamConfig
+	streams      chan struct{} // one token per open stream
+	streamsCtx   context.Context
+	closeStreams context.CancelFunc
 }
 
 // Config is what New needs. Every field is required but Logger and Now.
@@ -44,6 +51,11 @@ type Config struct {
 	Logger  *slog.Logger
 	Version string
 	Now     func() time.Time
+
+	// Notifier wakes live tails after this process's commits; nil: they
+	// rely on their poll alone.
+	Notifier *notify.Notifier
+	Stream   StreamConfig
 }
 
 // New returns a Server.
@@ -56,6 +68,18 @@ func New(cfg Config) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.notifier, s.stream = cfg.Notifier, cfg.Stream
+	if s.stream.Heartbeat <= 0 {
+		s.stream.Heartbeat = DefaultStreamHeartbeat
+	}
+	if s.stream.Poll <= 0 {
+		s.stream.Poll = DefaultStreamPoll
+	}
+	if s.stream.Max <= 0 {
+		s.stream.Max = DefaultMaxStreams
+	}
+	s.streams = make(chan struct{}, s.stream.Max)
+	s.streamsCtx, s.closeStreams = context.WithCancel(context.Background())
 	return s
 }
 
@@ -83,6 +107,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/stats", api(s.handleStats))
 	mux.Handle("GET /api/v1/verify", api(s.handleVerify))
 	mux.Handle("GET /api/v1/events/export", api(s.handleExport))
+	mux.Handle("GET /api/v1/events/stream", api(s.handleStream))
 	mux.Handle("POST /api/v1/checkpoints", api(s.handleCreateCheckpoint))
 	mux.Handle("GET /api/v1/checkpoints", api(s.handleListCheckpoints))
 	mux.Handle("GET /api/v1/checkpoints/latest", api(s.handleLatestCheckpoint))

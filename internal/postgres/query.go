@@ -175,6 +175,26 @@ func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) (
 	return evs, err
 }
 
+// EventsBySeq returns one page of the filter's events in seq order.
+func (s *Store) EventsBySeq(ctx context.Context, scope audit.Scope, f audit.Filter, afterSeq, toSeq int64, limit int) ([]*audit.Event, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("events by seq: limit %d", limit)
+	}
+	w := filterWhere(scope, f)
+	w.add("seq > ?", afterSeq)
+	if toSeq > 0 {
+		w.add("seq <= ?", toSeq)
+	}
+	sql := fmt.Sprintf(`SELECT %s FROM np_nself_audit.np_audit_events WHERE %s ORDER BY seq LIMIT %d`, eventColumns, w, limit)
+	var evs []*audit.Event
+	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		evs, err = queryEvents(ctx, tx, sql, w.args...)
+		return err
+	})
+	return evs, err
+}
+
 // Stats summarises the filter's events. The queries run in one
 // repeatable-read transaction, so the figures agree with each other.
 func (s *Store) Stats(ctx context.Context, scope audit.Scope, f audit.Filter, iv audit.Interval) (*audit.Stats, error) {
