@@ -291,6 +291,7 @@ func (c *Client) call(ctx context.Context, r *request, out any) (*http.Response,
 		}
 		return nil, fmt.Errorf("nself-audit: %s %s: reading the answer: %w", r.method, r.path, err)
 	}
+	io.Copy(io.Discard, io.LimitReader(res.Body, 4<<10)) // the final newline: keeps the connection reusable
 	return res, nil
 }
 

@@ -190,7 +190,7 @@ func (x *exporter) run() (*exportSummary, error) {
 			if x.csv && first {
 				first = false
 				if string(rec) != csvHeader {
-					return fmt.Errorf("the service's CSV header differs from the one this binary knows: %q", rec)
+					return &stopExport{fmt.Errorf("the service's CSV header differs from the one this binary knows: %q", rec)}
 				}
 				if !haveHeader {
 					write(rec, true)
@@ -200,10 +200,10 @@ func (x *exporter) run() (*exportSummary, error) {
 			}
 			seq, account, err := recordSeq(rec, x.csv)
 			if err != nil {
-				return fmt.Errorf("the service sent a line that is not an event: %v", err)
+				return &stopExport{fmt.Errorf("the service sent a line that is not an event: %v", err)}
 			}
 			if account != sum.Account {
-				return fmt.Errorf("the service sent an event of account %s, not %s", account, sum.Account)
+				return &stopExport{fmt.Errorf("the service sent an event of account %s, not %s", account, sum.Account)}
 			}
 			if seq <= sum.LastSeq { // never twice
 				return nil
@@ -225,10 +225,16 @@ func (x *exporter) run() (*exportSummary, error) {
 		if err == nil {
 			break
 		}
+		// Only a broken connection is resumed: a refusal, a file that
+		// cannot be written or an answer that is not an export ends the run.
 		var apiErr *client.Error
-		if x.c.ctx.Err() != nil || errors.As(err, &apiErr) || werr != nil || retries >= maxExportRetries || errors.Is(err, errNotEvent) {
+		var stop *stopExport
+		if x.c.ctx.Err() != nil || errors.As(err, &apiErr) || errors.As(err, &stop) || werr != nil || retries >= maxExportRetries {
 			prog.finish()
 			x.dropNew(f, created, sum)
+			if stop != nil {
+				err = stop.err
+			}
 			return sum, err
 		}
 		fmt.Fprintf(x.c.stderr, "nself-audit export: %v; continuing after seq %d\n", err, sum.LastSeq)
@@ -252,6 +258,11 @@ func (x *exporter) dropNew(f *os.File, created bool, sum *exportSummary) {
 }
 
 var errNotEvent = errors.New("not an event")
+
+// stopExport is an error after which resuming cannot help.
+type stopExport struct{ err error }
+
+func (e *stopExport) Error() string { return e.err.Error() }
 
 // exportState is what a file already holds.
 type exportState struct {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -376,6 +377,30 @@ func TestCLIExportResume(t *testing.T) {
 			}
 			if err := json.Unmarshal([]byte(r.stdout), &sum); err != nil || sum.ResumedAfterSeq == 0 || sum.InFile != 400 || sum.Written != 400-sum.ResumedAfterSeq {
 				t.Fatalf("rerun summary: %s", r.stdout)
+			}
+
+			// A connection broken during the run: the same run resumes.
+			var broken atomic.Bool
+			breaker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/api/v1/events/export" || broken.Swap(true) {
+					httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
+					return
+				}
+				rec := httptest.NewRecorder()
+				httputil.NewSingleHostReverseProxy(target).ServeHTTP(rec, r)
+				for k, v := range rec.Header() {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(rec.Code)
+				w.Write(rec.Body.Bytes()[:rec.Body.Len()/2])
+				http.NewResponseController(w).Flush()
+				panic(http.ErrAbortHandler) // the connection drops without the chunked stream's end
+			}))
+			part = "broken." + format
+			r = runCLI(t, breaker.URL, dir, nil, append([]string{"export", "--output", part}, acme...)...).must(t, 0, "export over a broken connection")
+			breaker.Close()
+			if got := mustRead(t, filepath.Join(dir, part)); !bytes.Equal(got, want) || !strings.Contains(r.stderr, "; continuing after seq ") {
+				t.Fatalf("export over a connection broken once: %d bytes of %d; stderr %q", len(got), len(want), r.stderr)
 			}
 		}
 
