@@ -438,7 +438,7 @@ func TestCLIExportResume(t *testing.T) {
 func TestCLIImport(t *testing.T) {
 	eachStore(t, func(t *testing.T, store string) {
 		s := start(t, store)
-		seedCLI(t, s, "acme", 1500)
+		seedCLI(t, s, "acme", 1200)
 		dir := t.TempDir()
 		runCLI(t, s.url, dir, nil, "export", "--account", "acme", "--output", "acme.ndjson").must(t, 0, "export")
 		all := mustRead(t, filepath.Join(dir, "acme.ndjson"))
@@ -460,16 +460,16 @@ func TestCLIImport(t *testing.T) {
 		if sum := imp("first.ndjson"); sum.Events != 1000 || sum.New != 1000 || sum.AlreadyImported != 0 || sum.Batches != 1 {
 			t.Fatalf("first part: %+v", sum)
 		}
-		if sum := imp("acme.ndjson"); sum.Events != 1500 || sum.New != 500 || sum.AlreadyImported != 1000 || sum.Batches != 2 {
+		if sum := imp("acme.ndjson"); sum.Events != 1200 || sum.New != 200 || sum.AlreadyImported != 1000 || sum.Batches != 2 {
 			t.Fatalf("whole file after the first part: %+v", sum)
 		}
-		if sum := imp("acme.ndjson"); sum.New != 0 || sum.AlreadyImported != 1500 {
+		if sum := imp("acme.ndjson"); sum.New != 0 || sum.AlreadyImported != 1200 {
 			t.Fatalf("rerun: %+v", sum)
 		}
 		runCLI(t, s.url, dir, nil, "export", "--account", "copy", "--output", "copy.ndjson").must(t, 0, "export copy")
 		src, dst := readNDJSON(t, all), readNDJSON(t, mustRead(t, filepath.Join(dir, "copy.ndjson")))
-		if len(dst) != 1500 {
-			t.Fatalf("account copy holds %d events, want 1500", len(dst))
+		if len(dst) != 1200 {
+			t.Fatalf("account copy holds %d events, want 1200", len(dst))
 		}
 		for i := range src {
 			a, b := src[i], dst[i]
@@ -499,8 +499,13 @@ func TestCLIImport(t *testing.T) {
 		if st := s.get("/api/v1/stats", pluginHeaders("bad")); st.body["total"] != float64(0) {
 			t.Fatalf("a refused import stored events: %s", st.raw)
 		}
-		r = runCLI(t, s.url, dir, nil, "import", "--account", "copy2", "--file", "first.ndjson", "--table").must(t, 0, "import --table")
-		if !strings.HasPrefix(r.stdout, "imported 1000 events from first.ndjson into account copy2 in 1 batch(es): 1000 new, 0 already") {
+		three := all[:bytes.IndexByte(all, '\n')+1]
+		for range 2 {
+			three = append(three, all[len(three):len(three)+bytes.IndexByte(all[len(three):], '\n')+1]...)
+		}
+		os.WriteFile(filepath.Join(dir, "three.ndjson"), three, 0o600)
+		r = runCLI(t, s.url, dir, nil, "import", "--account", "copy2", "--file", "three.ndjson", "--table").must(t, 0, "import --table")
+		if !strings.HasPrefix(r.stdout, "imported 3 events from three.ndjson into account copy2 in 1 batch(es): 3 new, 0 already") {
 			t.Fatalf("import --table: %q", r.stdout)
 		}
 	})

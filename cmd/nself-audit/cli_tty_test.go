@@ -97,7 +97,7 @@ func ttyRun(t *testing.T, baseURL, dir string, stdoutTTY, stderrTTY bool, args .
 func TestCLITerminal(t *testing.T) {
 	t.Parallel()
 	s := start(t, "sqlite")
-	seedCLI(t, s, "acme", 1200)
+	seedCLI(t, s, "acme", 300)
 	dir := t.TempDir()
 
 	code, out, _ := ttyRun(t, s.url, dir, true, false, "events", "list", "--account", "acme", "--limit", "3")
@@ -105,19 +105,19 @@ func TestCLITerminal(t *testing.T) {
 		t.Fatalf("events list on a terminal: %d %q", code, out)
 	}
 	code, out, errOut := ttyRun(t, s.url, dir, false, true, "export", "--account", "acme", "--output", "a.csv")
-	if code != 0 || !strings.HasPrefix(out, `{"file":"a.csv","format":"csv","account":"acme","written":1200,`) {
+	if code != 0 || !strings.HasPrefix(out, `{"file":"a.csv","format":"csv","account":"acme","written":300,`) {
 		t.Fatalf("export with stderr on a terminal: %d stdout %q", code, out)
 	}
-	if !strings.Contains(errOut, "\rexport [") || !strings.Contains(errOut, "100%  1200/1200 events") {
+	if !strings.Contains(errOut, "\rexport [") || !strings.Contains(errOut, "100%  300/300 events") {
 		t.Fatalf("no progress bar on the terminal: %q", errOut)
 	}
 	code, out, errOut = ttyRun(t, s.url, dir, true, true, "export", "--account", "acme", "--output", "b.ndjson")
-	if code != 0 || !strings.HasPrefix(out, "exported 1200 events to b.ndjson (ndjson), up to seq 1200") || !strings.Contains(errOut, "1200/1200 events") {
+	if code != 0 || !strings.HasPrefix(out, "exported 300 events to b.ndjson (ndjson), up to seq 300") || !strings.Contains(errOut, "300/300 events") {
 		t.Fatalf("export on a terminal: %d %q %q", code, out, errOut)
 	}
 	code, out, errOut = ttyRun(t, s.url, dir, true, true, "import", "--account", "copy", "--file", "b.ndjson")
-	if code != 0 || !strings.HasPrefix(out, "imported 1200 events from b.ndjson into account copy in 2 batch(es): 1200 new") ||
-		!strings.Contains(errOut, "\rimport [") || !strings.Contains(errOut, "100%  1200/1200 events") {
+	if code != 0 || !strings.HasPrefix(out, "imported 300 events from b.ndjson into account copy in 1 batch(es): 300 new") ||
+		!strings.Contains(errOut, "\rimport [") || !strings.Contains(errOut, "100%  300/300 events") {
 		t.Fatalf("import on a terminal: %d %q %q", code, out, errOut)
 	}
 	// Off a terminal: no progress, JSON.
