@@ -22,7 +22,8 @@
 // /api/v1/events, one page or every page), GetEvent, ActorEvents and
 // AllActorEvents, Stats, Verify, Export (the chain as NDJSON or CSV, streamed
 // to an io.Writer), Tail (GET /api/v1/events/stream, Server-Sent Events),
-// CreateCheckpoint, Checkpoints, LatestCheckpoint and PublicKey.
+// CreateCheckpoint, Checkpoints, LatestCheckpoint and PublicKey; Principal
+// (GET /auth/verify), and the probes Health and Ready.
 //
 // # Errors
 //

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -197,7 +198,9 @@ func (c *Client) Export(ctx context.Context, w io.Writer, o ExportOptions) (int6
 // 409 *Error.
 func (c *Client) CreateCheckpoint(ctx context.Context) (cp *Checkpoint, created bool, err error) {
 	var out Checkpoint
-	res, err := c.call(ctx, &request{method: "POST", path: "/api/v1/checkpoints"}, &out)
+	// The route reads no key; one is sent anyway, as with every POST.
+	res, err := c.call(ctx, &request{method: "POST", path: "/api/v1/checkpoints",
+		header: http.Header{"Idempotency-Key": {NewIdempotencyKey()}}}, &out)
 	if err != nil {
 		return nil, false, err
 	}
@@ -234,6 +237,76 @@ func (c *Client) LatestCheckpoint(ctx context.Context) (*Checkpoint, error) {
 func (c *Client) PublicKey(ctx context.Context) (*PublicKey, error) {
 	var out PublicKey
 	if _, err := c.call(ctx, &request{method: "GET", path: "/api/v1/public-key"}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Health is the answer of GET /health and GET /ready.
+type Health struct {
+	Status     string     `json:"status"` // ok or degraded (/health); ready or not_ready (/ready)
+	Version    string     `json:"version"`
+	Migrations Migrations `json:"migrations"`
+	Reason     string     `json:"reason,omitempty"` // why, when the status is not good
+}
+
+// Migrations counts the schema's migrations.
+type Migrations struct {
+	Applied  int `json:"applied"`
+	Expected int `json:"expected"`
+}
+
+// Health asks GET /health whether the service's database answers. The
+// answer is returned for 200 and for 503 (Status "degraded"); the probe is
+// not retried.
+func (c *Client) Health(ctx context.Context) (*Health, error) { return c.probe(ctx, "/health") }
+
+// Ready asks GET /ready whether the service can serve: the database
+// answers and every migration is applied. The answer is returned for 200
+// and for 503 (Status "not_ready" and a Reason); the probe is not retried.
+func (c *Client) Ready(ctx context.Context) (*Health, error) { return c.probe(ctx, "/ready") }
+
+func (c *Client) probe(ctx context.Context, path string) (*Health, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base.String()+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.agent != "" {
+		req.Header.Set("User-Agent", c.agent)
+	}
+	res, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusServiceUnavailable {
+		return nil, readError(res)
+	}
+	defer res.Body.Close()
+	var out Health
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		if res.StatusCode != http.StatusOK {
+			return nil, &Error{StatusCode: res.StatusCode, Message: http.StatusText(res.StatusCode), RequestID: res.Header.Get("X-Request-Id")}
+		}
+		return nil, fmt.Errorf("nself-audit: GET %s: reading the answer: %w", path, err)
+	}
+	return &out, nil
+}
+
+// Principal is who the service takes the client's credentials for
+// (GET /auth/verify).
+type Principal struct {
+	Kind      string `json:"kind"` // plugin or jwt
+	Role      string `json:"role"` // plugin, or the JWT's role in force
+	AccountID string `json:"account_id"`
+	UserID    string `json:"user_id"` // the JWT's x-hasura-user-id; "" for the plugin token
+}
+
+// Principal checks the client's credentials and account (GET /auth/verify,
+// the target of Nginx's auth_request) without doing anything else: a 401
+// or 403 *Error when they are not accepted.
+func (c *Client) Principal(ctx context.Context) (*Principal, error) {
+	var out Principal
+	if _, err := c.call(ctx, &request{method: "GET", path: "/auth/verify"}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

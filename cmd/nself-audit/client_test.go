@@ -150,6 +150,23 @@ func TestClientMatchesServerJSON(t *testing.T) {
 			t.Fatalf("PublicKey: %+v %v; want %+v", cpk, err, pk)
 		}
 
+		for _, path := range []string{"/health", "/ready"} {
+			raw = s.get(path, nil).raw
+			hl := sameJSON[client.Health](t, "GET "+path, raw)
+			get := c.Health
+			if path == "/ready" {
+				get = c.Ready
+			}
+			if chl, err := get(ctx); err != nil || *chl != hl || hl.Migrations.Applied == 0 || hl.Migrations.Applied != hl.Migrations.Expected {
+				t.Fatalf("%s: %+v %v; want %+v", path, chl, err, hl)
+			}
+		}
+		raw = s.get("/auth/verify", h).raw
+		who := sameJSON[client.Principal](t, "GET /auth/verify", raw)
+		if cwho, err := c.Principal(ctx); err != nil || *cwho != who || who.AccountID != "acme" || who.Kind != "plugin" {
+			t.Fatalf("Principal: %+v %v; want %+v", cwho, err, who)
+		}
+
 		// The batch answer, and the export's lines.
 		r := s.do("POST", "/api/v1/events/batch", h, `{"events":[{"actor_id":"u","action":"a.b","metadata":{"k":"<&>"}}]}`)
 		if r.status != 201 {
