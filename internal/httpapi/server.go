@@ -78,6 +78,12 @@ func New(cfg Config) *Server {
 	if s.stream.Max <= 0 {
 		s.stream.Max = DefaultMaxStreams
 	}
+	if s.stream.Page <= 0 {
+		s.stream.Page = defaultStreamPage
+	}
+	if s.stream.Span <= 0 {
+		s.stream.Span = defaultStreamSpan
+	}
 	s.streams = make(chan struct{}, s.stream.Max)
 	s.streamsCtx, s.closeStreams = context.WithCancel(context.Background())
 	return s

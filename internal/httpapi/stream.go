@@ -3,7 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,6 +17,11 @@ type StreamConfig struct {
 	Heartbeat time.Duration // comment frame interval; default 15 s
 	Poll      time.Duration // look for events of other processes; default 1 s
 	Max       int           // concurrent streams of this process; default 100
+	// Page and Span bound one query: at most Page events (default 500)
+	// among at most Span seqs (default 50000), so that a rare filter over a
+	// long catch-up costs many short queries, not one long one.
+	Page int
+	Span int64
 }
 
 // Defaults of StreamConfig.
@@ -27,8 +32,8 @@ const (
 )
 
 const (
-	// streamPage is how many events one query of a stream reads.
-	streamPage = 500
+	defaultStreamPage = 500
+	defaultStreamSpan = 50000
 	// streamMinGap spaces a stream's reads under a steady flow of commits:
 	// each wake-up that comes sooner waits for the rest of the gap, and
 	// the commits of the wait are read together.
@@ -91,6 +96,9 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	scope := scopeOf(p)
 	head, err := s.head(ctx, scope)
 	if err != nil {
+		if ctx.Err() != nil && r.Context().Err() == nil {
+			err = audit.Errorf(audit.EUNAVAILABLE, "the service is shutting down; retry later")
+		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -107,6 +115,19 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	// The server's write timeout would end the stream: each write gets its
 	// own deadline instead.
 	rc.SetWriteDeadline(time.Now().Add(streamWriteWindow))
+	// At shutdown, a write blocked on a client that does not read ends at
+	// once rather than after its window. The kick is over before the
+	// handler returns, so it never touches the connection's next request.
+	kicked := make(chan struct{})
+	stopKick := context.AfterFunc(ctx, func() {
+		defer close(kicked)
+		rc.SetWriteDeadline(time.Now())
+	})
+	defer func() {
+		if !stopKick() {
+			<-kicked
+		}
+	}()
 	w.WriteHeader(http.StatusOK)
 	if rc.Flush() != nil {
 		return
@@ -116,15 +137,14 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	defer heartbeat.Stop()
 	poll := time.NewTicker(s.stream.Poll)
 	defer poll.Stop()
-	var frame bytes.Buffer
-	enc := json.NewEncoder(&frame)
-	enc.SetEscapeHTML(false) // as writeJSON: the bytes of GET /api/v1/events/{id}
+	var frame []byte
 	for {
 		// Deliver (last, head]: every event up to the head is committed,
 		// so what the filter or the scope leaves out is passed over for good.
 		for last < head {
+			to := min(head, last+s.stream.Span)
 			qctx, qcancel := context.WithTimeout(ctx, readTimeout)
-			evs, err := s.store.EventsBySeq(qctx, scope, f, last, head, streamPage)
+			evs, err := s.store.EventsBySeq(qctx, scope, f, last, to, s.stream.Page)
 			qcancel()
 			if err != nil {
 				if ctx.Err() == nil {
@@ -136,19 +156,27 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			for _, e := range evs {
-				frame.Reset()
-				frame.WriteString("id: ")
-				frame.WriteString(strconv.FormatInt(e.Seq, 10))
-				frame.WriteString("\nevent: event\ndata: ")
-				enc.Encode(e) // cannot fail: an Event always encodes; ends with \n
-				frame.WriteString("\n")
-				if s.send(rc, w, frame.Bytes()) != nil {
+				// The bytes of GET /api/v1/events/{id}: compact JSON, one line.
+				data, err := e.MarshalJSON()
+				if err == nil && bytes.ContainsAny(data, "\r\n") {
+					err = errors.New("the event's JSON spans lines") // would break the frame
+				}
+				if err != nil {
+					s.logger.Error("stream: encode event", "request_id", requestID(r), "seq", e.Seq, "err", err)
+					return
+				}
+				frame = append(frame[:0], "id: "...)
+				frame = strconv.AppendInt(frame, e.Seq, 10)
+				frame = append(frame, "\nevent: event\ndata: "...)
+				frame = append(frame, data...)
+				frame = append(frame, "\n\n"...)
+				if s.send(rc, w, frame) != nil {
 					return
 				}
 				last = e.Seq
 			}
-			if len(evs) < streamPage {
-				last = head
+			if len(evs) < s.stream.Page {
+				last = to
 			}
 		}
 		if rc.Flush() != nil {
