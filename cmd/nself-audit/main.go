@@ -54,6 +54,14 @@ Usage:
   nself-audit bench --mode single|batch|query|stats   load a running server over HTTP
   nself-audit version    print the version
 
+Client verbs, against a running service ($NSELF_AUDIT_URL, default
+http://127.0.0.1:3843, with $PLUGIN_INTERNAL_SECRET; --help on each):
+  nself-audit events list|get|tail   list, show or follow events
+  nself-audit stats                  summarise events
+  nself-audit export --output FILE   the chain as NDJSON or CSV (resumable)
+  nself-audit import --file FILE     record the events of an NDJSON export
+  nself-audit verify                 verify the account's chain on the server
+
 Environment: DATABASE_URL (PostgreSQL; unset or sqlite:PATH for the embedded
 store), NSELF_AUDIT_DATA_DIR (./data), PORT (3843), HOST (127.0.0.1),
 PLUGIN_INTERNAL_SECRET (or PLUGIN_SECRET), HASURA_GRAPHQL_JWT_SECRET,
@@ -97,7 +105,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "verify":
-		return verifyFile(args[1:], stdout, stderr)
+		return verifyVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "events":
+		return eventsVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "stats":
+		return statsVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "export":
+		return exportVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "import":
+		return importVerb(ctx, args[1:], getenv, stdout, stderr)
 	case "bench":
 		return benchVerb(ctx, args[1:], getenv, stdout, stderr)
 	case "serve", "migrate":
