@@ -120,14 +120,18 @@ func TestAutomaticCheckpoints(t *testing.T) {
 	eachStore(t, func(t *testing.T, store string) {
 		s := start(t, store, withCheckpointEvents(5))
 		postN(s, "acme", 12)
+		// The checkpointer looks once a second and signs when the head is
+		// 5 or more past the last checkpoint. How the 12 posts fall between
+		// its looks decides where it signed; once it is idle, the head (12)
+		// is less than 5 past the latest checkpoint.
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			r := s.do("GET", "/api/v1/checkpoints/latest", pluginHeaders("acme"), "")
-			if r.status == 200 && decodeCheckpoint(t, r.raw).Seq == 12 {
+			if r.status == 200 && decodeCheckpoint(t, r.raw).Seq > 12-5 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("no checkpoint at seq 12 after 10 s: %d %s", r.status, r.raw)
+				t.Fatalf("no checkpoint past seq 7 after 10 s: %d %s", r.status, r.raw)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
