@@ -39,7 +39,7 @@ type Server struct {
 	streams      chan struct{} // one token per open stream
 	streamsCtx   context.Context
 	closeStreams context.CancelFunc
-	redactor *capture.Redactor // secret-looking columns of captured changes
+	redactor     *capture.Redactor // secret-looking columns of captured changes
 }
 
 // Config is what New needs. Every field is required but Logger and Now.
