@@ -67,6 +67,8 @@ var DefaultSecretPatterns = []string{"password", "token", "secret", "api_key"}
 // x-api-key. The zero value is not usable; see NewRedactor.
 type Redactor struct{ patterns []string }
 
+var noRedaction = &Redactor{}
+
 // NewRedactor returns a Redactor for the default patterns and extra ones.
 func NewRedactor(extra []string) *Redactor {
 	r := &Redactor{}
@@ -214,9 +216,11 @@ func (c *Change) changes(r *Redactor) map[string]any {
 	return out
 }
 
+// sameJSON compares two values as metadata would hold them, so that two
+// numbers a double cannot tell apart still differ.
 func sameJSON(a, b any) bool {
-	ca, errA := canonicalOf(a)
-	cb, errB := canonicalOf(b)
+	ca, errA := canonicalOf(clean("", a, noRedaction))
+	cb, errB := canonicalOf(clean("", b, noRedaction))
 	return errA == nil && errB == nil && bytes.Equal(ca, cb)
 }
 
