@@ -149,6 +149,12 @@ func (m *Mover) Run(ctx context.Context) {
 	}
 }
 
+// Close gives up the lead (Run does when its context ends).
+func (m *Mover) Close() error {
+	m.leading, m.pending = false, nil
+	return m.staging.Close()
+}
+
 // drop forgets the lead and the connection after an error.
 func (m *Mover) drop() {
 	m.staging.Close()
