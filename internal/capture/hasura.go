@@ -121,6 +121,11 @@ func DecodeHasura(r io.Reader, keyColumns []string) (*HasuraEvent, error) {
 	default:
 		return nil, audit.Errorf(audit.EINVALID, "event.op: must be INSERT, UPDATE, DELETE or MANUAL")
 	}
+	// The plugin's own tables are refused: an event trigger on them would
+	// feed every recorded event back into the log.
+	if err := CheckTable(c.Schema, c.Table); err != nil {
+		return nil, err
+	}
 	if _, err := Action(c.Schema, c.Table, c.Op); err != nil {
 		return nil, err
 	}

@@ -196,6 +196,7 @@ func TestHasuraBadPayloads(t *testing.T) {
 		{strings.Replace(good, `"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"`, `"trace_id": true`, 1), "trace_id: expected a string or a number"},
 		{strings.Replace(good, `"old": null`, `"old": []`, 1), "event.data.old: expected a JSON object"},
 		{`{"payload": 3}`, "payload: expected a JSON object"},
+		{strings.Replace(good, `"schema": "public"`, `"schema": "np_nself_audit"`, 1), "tables of schema np_nself_audit are never captured"},
 	}
 	for _, c := range cases {
 		_, err := DecodeHasura(strings.NewReader(c.body), nil)
