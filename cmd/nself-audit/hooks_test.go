@@ -332,3 +332,31 @@ func compactJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestRedactColumnsConfig: NSELF_AUDIT_REDACT_COLUMNS adds patterns that
+// the hook applies; a bad value is a start error naming the variable.
+func TestRedactColumnsConfig(t *testing.T) {
+	t.Parallel()
+	getenv := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "NSELF_AUDIT_REDACT_COLUMNS" {
+				return v
+			}
+			return ""
+		}
+	}
+	cfg, err := LoadConfig(getenv(" customer , iban"))
+	if err != nil || strings.Join(cfg.Redact, ",") != "customer,iban" {
+		t.Fatalf("LoadConfig: %v, %v", cfg, err)
+	}
+	if _, err := LoadConfig(getenv(`cust"omer`)); err == nil || !strings.HasPrefix(err.Error(), "NSELF_AUDIT_REDACT_COLUMNS: ") {
+		t.Fatalf("a bad pattern: %v", err)
+	}
+	s := start(t, "sqlite", func(c *Config) { c.Redact = cfg.Redact })
+	r := s.do("POST", "/api/v1/hooks/hasura", hookHeaders, hasuraPayload(t, "insert.json"))
+	meta, _ := r.body["metadata"].(map[string]any)
+	row, _ := meta["new"].(map[string]any)
+	if r.status != 201 || row["customer"] != "[redacted]" || row["api_key"] != "[redacted]" || row["id"] != 1042.0 {
+		t.Fatalf("with customer redacted: %d %s", r.status, r.raw)
+	}
+}
