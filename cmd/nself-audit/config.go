@@ -18,6 +18,7 @@ import (
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
+	"github.com/nself-org/nself-audit/internal/capture"
 	"github.com/nself-org/nself-audit/internal/httpapi"
 )
 
@@ -41,6 +42,9 @@ type Config struct {
 	CheckpointInterval  time.Duration // NSELF_AUDIT_CHECKPOINT_SECONDS
 
 	stream httpapi.StreamConfig // defaults; tests shorten them
+	// Redact adds name patterns of secret columns to the defaults
+	// (NSELF_AUDIT_REDACT_COLUMNS, comma-separated).
+	Redact []string
 }
 
 // requireSecret is the serve verb's check: with PostgreSQL the plugin token
@@ -142,6 +146,9 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 			return nil, fmt.Errorf("NSELF_AUDIT_CHECKPOINT_SECONDS: must be a whole number from 1 to 86400")
 		}
 		cfg.CheckpointInterval = time.Duration(n) * time.Second
+	}
+	if cfg.Redact, err = capture.ParsePatterns(getenv("NSELF_AUDIT_REDACT_COLUMNS")); err != nil {
+		return nil, fmt.Errorf("NSELF_AUDIT_REDACT_COLUMNS: %v", err)
 	}
 	switch v := strings.ToLower(getenv("LOG_LEVEL")); v {
 	case "", "info":

@@ -132,7 +132,8 @@ func TestDoctorChecks(t *testing.T) {
 		t.Fatal(rows.Err())
 	}
 	month := time.Now().UTC().Format("200601")
-	for _, want := range []string{"np_audit_chain_heads", "np_audit_idempotency", "np_audit_events_default", "np_audit_events_p" + month} {
+	for _, want := range []string{"np_audit_chain_heads", "np_audit_idempotency", "np_audit_events_default", "np_audit_events_p" + month,
+		"np_audit_capture_changes", "np_audit_capture_moved"} {
 		if !tables["np_nself_audit."+want] {
 			t.Errorf("table %s missing; have %v", want, tables)
 		}
@@ -157,6 +158,13 @@ func TestDoctorChecks(t *testing.T) {
 		{"np_audit_idempotency", "DELETE", false},
 		{"np_audit_chain_heads", "DELETE", false},
 		{"np_audit_events_default", "SELECT", false},
+		{"np_audit_capture_changes", "SELECT", true},
+		{"np_audit_capture_changes", "INSERT", false},
+		{"np_audit_capture_changes", "UPDATE", false},
+		{"np_audit_capture_changes", "DELETE", false},
+		{"np_audit_capture_moved", "INSERT", true},
+		{"np_audit_capture_moved", "UPDATE", false},
+		{"np_audit_capture_moved", "DELETE", false},
 	} {
 		var has bool
 		if err := su.QueryRow(ctx, `SELECT has_table_privilege($1, 'np_nself_audit.'||$2, $3)`, AppRole, c.table, c.priv).Scan(&has); err != nil {
