@@ -200,6 +200,24 @@ func (ff *filterFlags) register(fs *flag.FlagSet) {
 }
 
 // filter returns the filter, or a message naming the flag at fault.
+// parseFiltered parses args for a verb that takes the filter flags ff
+// (registered on fs) and no positional argument. When ok is false the verb
+// returns code: help was shown, or the usage was wrong.
+func (c *cli) parseFiltered(fs *flag.FlagSet, ff *filterFlags, args []string) (f client.Filter, code int, ok bool) {
+	pos, code, done := c.parse(fs, args)
+	if done {
+		return f, code, false
+	}
+	if len(pos) > 0 {
+		return f, c.usageError("unexpected argument %q", pos[0]), false
+	}
+	f, err := ff.filter()
+	if err != nil {
+		return f, c.usageError("%v", err), false
+	}
+	return f, 0, true
+}
+
 func (ff *filterFlags) filter() (client.Filter, error) {
 	f := ff.f
 	for _, t := range []struct {

@@ -66,16 +66,9 @@ func eventsList(c *cli, args []string) int {
 	sortOrder := fs.String("sort", "", "")
 	cursor := fs.String("cursor", "", "")
 	all := fs.Bool("all", false, "")
-	pos, code, done := c.parse(fs, args)
-	if done {
+	f, code, ok := c.parseFiltered(fs, &ff, args)
+	if !ok {
 		return code
-	}
-	if len(pos) > 0 {
-		return c.usageError("unexpected argument %q", pos[0])
-	}
-	f, err := ff.filter()
-	if err != nil {
-		return c.usageError("%v", err)
 	}
 	if *limit < 0 || *limit > 1000 {
 		return c.usageError("--limit: must be from 1 to 1000")
@@ -249,16 +242,9 @@ func eventsTail(c *cli, args []string) int {
 	var ff filterFlags
 	ff.register(fs)
 	after := fs.String("after", "", "")
-	pos, code, done := c.parse(fs, args)
-	if done {
+	f, code, ok := c.parseFiltered(fs, &ff, args)
+	if !ok {
 		return code
-	}
-	if len(pos) > 0 {
-		return c.usageError("unexpected argument %q", pos[0])
-	}
-	f, err := ff.filter()
-	if err != nil {
-		return c.usageError("%v", err)
 	}
 	o := client.TailOptions{Filter: f, OnReconnect: func(err error) {
 		fmt.Fprintf(c.stderr, "nself-audit events tail: reconnecting (%v)\n", err)
@@ -276,7 +262,7 @@ func eventsTail(c *cli, args []string) int {
 	}
 	out := newEventPrinter(c)
 	out.live = true
-	err = cl.Tail(c.ctx, o, func(e *client.Event) error {
+	err := cl.Tail(c.ctx, o, func(e *client.Event) error {
 		out.event(e)
 		return nil
 	})
@@ -304,16 +290,9 @@ func statsVerb(ctx context.Context, args []string, getenv func(string) string, s
 	var ff filterFlags
 	ff.register(fs)
 	interval := fs.String("interval", "", "")
-	pos, code, done := c.parse(fs, args)
-	if done {
+	f, code, ok := c.parseFiltered(fs, &ff, args)
+	if !ok {
 		return code
-	}
-	if len(pos) > 0 {
-		return c.usageError("unexpected argument %q", pos[0])
-	}
-	f, err := ff.filter()
-	if err != nil {
-		return c.usageError("%v", err)
 	}
 	cl, code := c.client()
 	if cl == nil {
