@@ -24,6 +24,15 @@
 #   BENCH_QUERY_EVENTS=N        also load N events with batch mode into one
 #                               account, then run query mode (8 clients)
 #                               and stats mode (1 client); off by default
+#   BENCH_GROWTH="1000000 10000000"
+#                               after the above, grow acct-0 (batch mode) to
+#                               each size in turn and measure there: single
+#                               and batch ingest, queries and stats; at the
+#                               last size also export and verify the whole
+#                               account, sampling the service's resident
+#                               size. Prints the cost-of-growth table. Off
+#                               by default; 10M events take about 15 GB of
+#                               disk and most of an hour here.
 #   BENCH_KEEP=1                keep the temp folder (logs, CSV) at exit
 #
 # A default run takes about 70 seconds here. No result is asserted: it prints.
@@ -37,6 +46,10 @@ BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-64}
 BENCH_BATCH_CONCURRENCY=${BENCH_BATCH_CONCURRENCY:-8}
 BENCH_QUERY_EVENTS=${BENCH_QUERY_EVENTS:-0}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_GROWTH=${BENCH_GROWTH:-}
+for size in $BENCH_GROWTH; do
+	[[ $size =~ ^[0-9]+$ ]] || { echo "scripts/bench.sh: BENCH_GROWTH must list whole numbers, got '$size'" >&2; exit 2; }
+done
 for v in BENCH_SECONDS BENCH_COPY_ROWS BENCH_CONCURRENCY BENCH_BATCH_CONCURRENCY BENCH_QUERY_EVENTS; do
 	if ! [[ ${!v} =~ ^[0-9]+$ ]]; then
 		echo "scripts/bench.sh: $v must be a whole number, got '${!v}'" >&2
@@ -358,8 +371,78 @@ if ((BENCH_QUERY_EVENTS > 0)); then
 	bench stats --concurrency 1 --duration "${BENCH_SECONDS}s"
 fi
 
-# --- report -----------------------------------------------------------------------
+# --- cost of growth ------------------------------------------------------------------
 num() { awk -v x="$1" 'BEGIN {printf "%.0f", x}'; }
+# qfield FILE QUERY STAT prints one latency figure of a query-mode summary.
+qfield() {
+	sed -n "/\"$2\": {/,/}/p" "$1" | sed -n "s/^ *\"$3\": \([0-9.]*\),\{0,1\}\$/\\1/p" | head -n 1
+}
+# rss_sample PID OUT samples VmRSS (kB) every 0.2 s into OUT until killed.
+rss_sample() {
+	while kill -0 "$1" 2>/dev/null; do
+		awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null >>"$2" || true
+		sleep 0.2
+	done
+}
+acct_events() { psql_ -d nself_audit -At -c "SELECT count(*) FROM np_nself_audit.np_audit_events WHERE source_account_id = 'acct-0'"; }
+growth_rows=()
+growth_last=""
+for size in $BENCH_GROWTH; do
+	have=$(acct_events)
+	if ((have < size)); then
+		log "growth: loading $((size - have)) events into acct-0 (now $have, batch mode)"
+		load_seconds=$(((size - have) / 500 + 300))
+		bench_timeout=$((load_seconds + 300)) bench batch --batch-size 1000 --concurrency "$BENCH_BATCH_CONCURRENCY" \
+			--max-events "$((size - have))" --duration "${load_seconds}s"
+		mv "$tmp/bench-batch.json" "$tmp/bench-growth-load-$size.json"
+	fi
+	log "growth: VACUUM ANALYZE at $size"
+	psql_ -d nself_audit -c "VACUUM ANALYZE"
+	psql_ -d nself_audit -c "CHECKPOINT"
+	log "growth: measuring at $size events"
+	bench single --concurrency "$BENCH_CONCURRENCY" --duration "${BENCH_SECONDS}s"
+	mv "$tmp/bench-single.json" "$tmp/bench-growth-single-$size.json"
+	bench batch --batch-size 1000 --concurrency "$BENCH_BATCH_CONCURRENCY" --duration "${BENCH_SECONDS}s"
+	mv "$tmp/bench-batch.json" "$tmp/bench-growth-batch-$size.json"
+	bench query --concurrency 8 --duration "${BENCH_SECONDS}s"
+	mv "$tmp/bench-query.json" "$tmp/bench-growth-query-$size.json"
+	bench stats --concurrency 1 --duration "${BENCH_SECONDS}s"
+	mv "$tmp/bench-stats.json" "$tmp/bench-growth-stats-$size.json"
+	q=$tmp/bench-growth-query-$size.json
+	row=$(printf '%-12s %9s %9s %9s %9s %9s %9s %9s %9s' "$(acct_events)" \
+		"$(num "$(field "$tmp/bench-growth-single-$size.json" events_per_s)")" \
+		"$(num "$(field "$tmp/bench-growth-batch-$size.json" events_per_s)")" \
+		"$(qfield "$q" newest_50 p99)" "$(qfield "$q" actor p99)" "$(qfield "$q" action_prefix_time_range p99)" \
+		"$(qfield "$q" resource p99)" "$(qfield "$q" deep_cursor_page p99)" "$(field "$tmp/bench-growth-stats-$size.json" p99)")
+	growth_rows+=("$row")
+	growth_last=$size
+done
+if [[ -n $growth_last ]]; then
+	# Whole-account export and verify at the largest size, with the
+	# service's resident size sampled throughout: constant memory means the
+	# peak does not grow with the account.
+	for what in export verify; do
+		path=/api/v1/events/export
+		[[ $what == verify ]] && path=/api/v1/verify
+		: >"$tmp/rss-$what.txt"
+		rss_sample "$svc_pid" "$tmp/rss-$what.txt" &
+		sampler=$!
+		t0=$(date +%s%N)
+		curl -fsS --max-time 3600 -H "Authorization: Bearer $secret" -H "X-Source-Account-Id: acct-0" \
+			"http://127.0.0.1:$svcport$path" -o "$tmp/$what.out" || die "$what failed"
+		t1=$(date +%s%N)
+		kill "$sampler" 2>/dev/null || true
+		wait "$sampler" 2>/dev/null || true
+		printf -v "${what}_seconds" '%s' "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b - a) / 1e9}')"
+		printf -v "${what}_rss_mib" '%s' "$(sort -n "$tmp/rss-$what.txt" | tail -n 1 | awk '{printf "%.0f", $1 / 1024}')"
+	done
+	export_lines=$(wc -l <"$tmp/export.out")
+	export_mib=$(($(stat -c %s "$tmp/export.out") / 1048576))
+	verify_answer=$(head -c 300 "$tmp/verify.out")
+	rm -f "$tmp/export.out"
+fi
+
+# --- report -----------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN {print (r + 0 >= t + 0) ? "met" : "NOT met"}'; }
 r_single=$(ratio "$svc_single" "$raw_ins8")
@@ -395,4 +478,14 @@ if ((BENCH_QUERY_EVENTS > 0)); then
 		/"p50"/ {p50 = $2} /"p90"/ {p90 = $2} /"p99"/ {p99 = $2}
 		/"max"/ {gsub(/,/, "", p50); gsub(/,/, "", p90); gsub(/,/, "", p99); printf "  %-26s p50 %8s  p90 %8s  p99 %8s  max %8s ms\n", k, p50, p90, p99, $2}'
 	echo "stats over the whole account, 1 client: p50 $(field "$tmp/bench-stats.json" p50) ms, p99 $(field "$tmp/bench-stats.json" p99) ms (target <= 250 ms)"
+fi
+if [[ -n $growth_last ]]; then
+	echo
+	echo "cost of growth: acct-0 grown with batch mode; at each size: ingest ${BENCH_SECONDS}s each, queries 8 clients, p99 ms"
+	printf '%-12s %9s %9s %9s %9s %9s %9s %9s %9s\n' "events" "single/s" "batch/s" "newest" "actor" "prefix" "resource" "deep" "stats"
+	for row in "${growth_rows[@]}"; do
+		echo "$row"
+	done
+	echo "export of acct-0 ($export_lines events, $export_mib MiB NDJSON): ${export_seconds} s, service resident size peak ${export_rss_mib} MiB"
+	echo "verify of acct-0: ${verify_seconds} s, service resident size peak ${verify_rss_mib} MiB; answer: $verify_answer"
 fi

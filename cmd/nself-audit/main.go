@@ -21,9 +21,11 @@ import (
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
+	"github.com/nself-org/nself-audit/internal/capture"
 	"github.com/nself-org/nself-audit/internal/httpapi"
 	"github.com/nself-org/nself-audit/internal/ingest"
 	"github.com/nself-org/nself-audit/internal/metrics"
+	"github.com/nself-org/nself-audit/internal/notify"
 	"github.com/nself-org/nself-audit/internal/postgres"
 	"github.com/nself-org/nself-audit/internal/sqlite"
 )
@@ -51,13 +53,24 @@ Usage:
   nself-audit verify --file events.ndjson
                          verify an export offline (no server, no database)
   nself-audit bench --mode single|batch|query|stats   load a running server over HTTP
+  nself-audit capture add|list|remove|hasura ...
+                         capture data changes without code (see "nself-audit capture help")
   nself-audit version    print the version
+
+Client verbs, against a running service ($NSELF_AUDIT_URL, default
+http://127.0.0.1:3843, with $PLUGIN_INTERNAL_SECRET; --help on each):
+  nself-audit events list|get|tail   list, show or follow events
+  nself-audit stats                  summarise events
+  nself-audit export --output FILE   the chain as NDJSON or CSV (resumable)
+  nself-audit import --file FILE     record the events of an NDJSON export
+  nself-audit verify                 verify the account's chain on the server
 
 Environment: DATABASE_URL (PostgreSQL; unset or sqlite:PATH for the embedded
 store), NSELF_AUDIT_DATA_DIR (./data), PORT (3843), HOST (127.0.0.1),
 PLUGIN_INTERNAL_SECRET (or PLUGIN_SECRET), HASURA_GRAPHQL_JWT_SECRET,
 NSELF_AUDIT_SIGNING_KEY(_FILE), NSELF_AUDIT_CHECKPOINT_EVENTS (1000),
-NSELF_AUDIT_CHECKPOINT_SECONDS (60), LOG_LEVEL, LOG_FORMAT.
+NSELF_AUDIT_CHECKPOINT_SECONDS (60), NSELF_AUDIT_REDACT_COLUMNS, LOG_LEVEL,
+LOG_FORMAT.
 See README.md and docs/.
 `
 
@@ -65,6 +78,21 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// tuneGC trades memory the service has to spare for CPU it has not: unless
+// GOGC or GOMEMLIMIT is set, the heap may grow to five times the live data
+// before a collection (GOGC=400; the live data is a few MiB), under a soft
+// limit of 100 MiB that keeps the resident size within the 150 MB budget
+// (BENCHMARKS.md). Under ingest load the default GOGC=100 spent about a
+// tenth of the service's CPU collecting.
+func tuneGC(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(100 << 20)
+	}
 }
 
 // run is main without the process: it returns the exit code.
@@ -81,9 +109,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "verify":
-		return verifyFile(args[1:], stdout, stderr)
+		return verifyVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "events":
+		return eventsVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "stats":
+		return statsVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "export":
+		return exportVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "import":
+		return importVerb(ctx, args[1:], getenv, stdout, stderr)
 	case "bench":
 		return benchVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "capture":
+		return captureVerb(ctx, args[1:], getenv, stdout, stderr)
 	case "serve", "migrate":
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "nself-audit %s: takes no arguments\n", verb)
@@ -123,6 +161,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Warn("checkpoints are signed with a key kept in the data folder; set NSELF_AUDIT_SIGNING_KEY_FILE to a key you keep safe",
 			"file", cfg.SigningKeyGenerated)
 	}
+	tuneGC(getenv)
 	m := NewMain(cfg, logger)
 	if err := m.Run(ctx); err != nil {
 		logger.Error("start failed", "err", err)
@@ -220,6 +259,7 @@ type Main struct {
 	writer  *ingest.Writer
 	signer  *audit.Signer
 	metrics *metrics.Metrics
+	api     *httpapi.Server
 
 	server   *http.Server
 	listener net.Listener
@@ -228,6 +268,9 @@ type Main struct {
 
 	stopCheckpoints context.CancelFunc
 	checkpointsDone chan struct{}
+
+	stopMover context.CancelFunc // table capture (PostgreSQL only)
+	moverDone chan struct{}
 
 	stopWatch context.CancelFunc // the database watch of the write routes
 	watchDone chan struct{}
@@ -267,12 +310,19 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.pg != nil {
 		m.metrics.Register(m.pg.PoolCollector())
 	}
-	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, OnCommit: m.metrics.ObserveCommit})
+	notifier := notify.New() // wakes the live tails after each commit
+	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, OnCommit: func(items []*audit.AppendItem, d time.Duration, err error) {
+		m.metrics.ObserveCommit(items, d, err)
+		notifier.Committed(items, err)
+	}})
 	go m.writer.Run()
 	if m.cfg.CheckpointInterval > 0 { // always from the environment; tests may leave it off
 		cpCtx, stopCP := context.WithCancel(context.Background())
 		m.stopCheckpoints, m.checkpointsDone = stopCP, make(chan struct{})
 		go m.checkpointLoop(cpCtx)
+	}
+	if m.pg != nil {
+		m.startMover()
 	}
 
 	api := httpapi.New(httpapi.Config{
@@ -284,7 +334,12 @@ func (m *Main) Run(ctx context.Context) error {
 		Metrics: m.metrics,
 		Logger:  m.logger,
 		Version: Version(),
+
+		Notifier: notifier,
+		Stream:   m.cfg.stream,
+		Redactor: capture.NewRedactor(m.cfg.Redact),
 	})
+	m.api = api
 	if m.pg != nil {
 		// Writes are refused at once while PostgreSQL does not answer.
 		wctx, stopWatch := context.WithCancel(context.Background())
@@ -298,6 +353,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.listener = ln
 	m.server = httpapi.NewHTTPServer(ln.Addr().String(), api.Handler(), m.logger)
+	m.server.RegisterOnShutdown(api.CloseStreams) // open streams end at once, or Shutdown would wait for them
 	go func() {
 		if err := m.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.logger.Error("serve", "err", err)
@@ -454,6 +510,7 @@ func (m *Main) close() error {
 		}
 		scancel()
 	}
+	m.stopMoving() // before the writer closes: its last round writes through it
 	if m.writer != nil {
 		errs = append(errs, m.writer.Close(ctx))
 	}

@@ -10,9 +10,16 @@ import (
 // and chain head the service saw; every name starts nself_audit_.
 func TestMetrics(t *testing.T) {
 	eachStore(t, func(t *testing.T, store string) {
-		s := start(t, store)
+		s := start(t, store, withJWT(`{"type":"HS256","key":"`+hsKey+`"}`))
 		if r := s.do("GET", "/metrics", nil, ""); r.status != 401 {
 			t.Fatalf("metrics without the token: %d", r.status)
+		}
+		// Metrics name every account: a JWT, even an admin's, may not read them.
+		for _, role := range []string{"user", "admin"} {
+			jwt := hsToken(t, claims{user: "u1", role: role, account: "acme", allowed: []string{role}})
+			if r := s.do("GET", "/metrics", bearer(jwt), ""); r.status != 403 {
+				t.Fatalf("metrics with a %s JWT: %d, want 403", role, r.status)
+			}
 		}
 		postN(s, "acme", 3)
 		s.do("POST", "/api/v1/events/batch", pluginHeaders("globex"), batchBody(4, ""))

@@ -101,6 +101,20 @@ func ParseStatsQuery(q url.Values) (Filter, Interval, error) {
 	return f, iv, nil
 }
 
+// ParseFilterQuery parses the list filters of a route that takes no paging
+// parameters (the live tail, the export), refusing any parameter that is
+// neither a filter nor one of extra; the caller parses extra's values.
+func ParseFilterQuery(q url.Values, extra ...string) (Filter, error) {
+	allowed := make(map[string]bool, len(extra))
+	for _, e := range extra {
+		allowed[e] = true
+	}
+	return parseQuery(q, allowed)
+}
+
+// IsZero reports whether f selects every event: no filter and no paging.
+func (f Filter) IsZero() bool { return f == Filter{} }
+
 func parseQuery(q url.Values, extra map[string]bool) (Filter, error) {
 	names := make([]string, 0, len(q))
 	for k := range q {

@@ -85,6 +85,30 @@ func TestParseStatsQuery(t *testing.T) {
 	}
 }
 
+func TestParseFilterQuery(t *testing.T) {
+	t.Parallel()
+	f, err := ParseFilterQuery(url.Values{"action": {"user.*"}, "outcome": {"denied"}, "format": {"csv"}}, "format")
+	if err != nil || f != (Filter{ActionPrefix: "user.", Outcome: "denied"}) || f.IsZero() {
+		t.Fatalf("got %+v %v", f, err)
+	}
+	if f, err := ParseFilterQuery(url.Values{"format": {"csv"}}, "format", "from_seq"); err != nil || !f.IsZero() {
+		t.Fatalf("no filter: %+v %v", f, err)
+	}
+	for _, c := range []struct{ query, want string }{
+		{"limit=5", "limit: unknown query parameter"},
+		{"sort=asc", "sort: unknown"},
+		{"cursor=x", "cursor: unknown"},
+		{"format=csv&format=ndjson", "format: given more than once"},
+		{"severity=loud", "severity: must be one of"},
+		{"since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z", "since: must be before until"},
+	} {
+		q, _ := url.ParseQuery(c.query)
+		if _, err := ParseFilterQuery(q, "format"); ErrorCode(err) != EINVALID || !strings.Contains(ErrorMessage(err), c.want) {
+			t.Errorf("%s: error = %v; want EINVALID containing %q", c.query, err, c.want)
+		}
+	}
+}
+
 func TestCursorRoundTripAndTamper(t *testing.T) {
 	t.Parallel()
 	codec := NewCursorCodec([]byte("secret-one"))

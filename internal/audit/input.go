@@ -58,6 +58,12 @@ func DecodeEventInput(r io.Reader) (*EventInput, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, Errorf(EINVALID, "body: unexpected data after the JSON object")
 	}
+	return decodeEventValue(raw)
+}
+
+// decodeEventValue is DecodeEventInput for one JSON value already read and
+// checked for syntax (by a json.Decoder): the events of a batch.
+func decodeEventValue(raw json.RawMessage) (*EventInput, error) {
 	if err := checkMemberNames(raw, inputFields, func(name string) bool { return serverFields[name] != "" }); err != nil {
 		return nil, err
 	}
@@ -83,30 +89,132 @@ var inputFields = map[string]bool{
 // are refused too, unless tolerated (they then meet the typed decoder,
 // which says why).
 func checkMemberNames(raw json.RawMessage, allowed map[string]bool, tolerated func(string) bool) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil // not an object: the typed decode names the problem
+	var seen []string // a handful of members: a slice beats a map
+	var err error
+	eachMember(raw, func(name string) bool {
+		for _, n := range seen {
+			if n == name {
+				err = Errorf(EINVALID, "%s: given more than once", Clip(name, 64))
+				return false
+			}
+		}
+		if !allowed[name] && (tolerated == nil || !tolerated(name)) {
+			err = Errorf(EINVALID, "%s: unknown field", Clip(name, 64))
+			return false
+		}
+		seen = append(seen, name)
+		return true
+	})
+	return err
+}
+
+// eachMember calls fn with the name of each member of the JSON object raw,
+// in order, until fn returns false. raw must be valid JSON (as a
+// json.Decoder returned it); if it is not an object, fn is not called.
+// It scans the bytes once instead of tokenizing them: this runs for every
+// event received.
+func eachMember(raw []byte, fn func(name string) bool) {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return
 	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil
+	i++
+	for {
+		i = skipSpace(raw, i)
+		if i >= len(raw) || raw[i] == '}' {
+			return
 		}
-		name, _ := tok.(string)
-		switch {
-		case seen[name]:
-			return Errorf(EINVALID, "%s: given more than once", Clip(name, 64))
-		case !allowed[name] && (tolerated == nil || !tolerated(name)):
-			return Errorf(EINVALID, "%s: unknown field", Clip(name, 64))
+		if raw[i] == ',' {
+			i = skipSpace(raw, i+1)
 		}
-		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return nil
+		end := stringEnd(raw, i)
+		if end < 0 {
+			return
+		}
+		if !fn(memberName(raw[i:end])) {
+			return
+		}
+		i = skipSpace(raw, end)
+		if i >= len(raw) || raw[i] != ':' {
+			return
+		}
+		i = skipValue(raw, skipSpace(raw, i+1))
+		if i < 0 {
+			return
 		}
 	}
-	return nil
+}
+
+// memberName decodes a quoted JSON string as encoding/json does (invalid
+// UTF-8 becomes U+FFFD).
+func memberName(quoted []byte) string {
+	if bytes.IndexByte(quoted, '\\') < 0 && utf8.Valid(quoted) {
+		return string(quoted[1 : len(quoted)-1])
+	}
+	var s string
+	if err := json.Unmarshal(quoted, &s); err != nil {
+		return string(quoted)
+	}
+	return s
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index after the string that starts at b[i], or -1.
+func stringEnd(b []byte, i int) int {
+	if i >= len(b) || b[i] != '"' {
+		return -1
+	}
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// skipValue returns the index after the value that starts at b[i], or -1.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i)
+				if i < 0 {
+					return -1
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return -1
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
 }
 
 // jsonError turns an encoding/json error into a client-safe EINVALID error.
@@ -325,7 +433,7 @@ func DecodeBatch(r io.Reader) ([]*EventInput, error) {
 	}
 	ins := make([]*EventInput, len(body.Events))
 	for i, raw := range body.Events {
-		in, err := DecodeEventInput(bytes.NewReader(raw))
+		in, err := decodeEventValue(raw)
 		if err != nil {
 			return nil, Errorf(EINVALID, "events[%d]: %s", i, strings.TrimPrefix(ErrorMessage(err), "body: "))
 		}

@@ -95,6 +95,12 @@ type Store interface {
 	// scope.ActorID must be empty; a chain is never partial by actor.
 	Chain(ctx context.Context, scope Scope, afterSeq int64, limit int) ([]*Event, error)
 
+	// EventsBySeq returns at most limit (≥ 1) events within scope matching
+	// f (its paging fields are ignored) with afterSeq < seq ≤ toSeq (toSeq
+	// 0: no upper bound), in seq order: the account's chain seen through
+	// a filter, page by page. The live tail and the filtered export read it.
+	EventsBySeq(ctx context.Context, scope Scope, f Filter, afterSeq, toSeq int64, limit int) ([]*Event, error)
+
 	// Head returns the seq and hash of the account's last event as the
 	// store records it (0 and GenesisHash without events), to tell a
 	// chain whose newest events were removed from a shorter one.

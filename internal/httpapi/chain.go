@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,12 +32,27 @@ type chainWalk struct {
 }
 
 func (s *Server) walkChain(ctx context.Context, scope audit.Scope, after int64) *chainWalk {
+	return walk(ctx, after, func(ctx context.Context, after int64) ([]*audit.Event, error) {
+		return s.store.Chain(ctx, scope, after, chainPage)
+	})
+}
+
+// walkFiltered walks the chain through a filter: the events of
+// (after, to] (to 0: to the end) that match f.
+func (s *Server) walkFiltered(ctx context.Context, scope audit.Scope, f audit.Filter, after, to int64) *chainWalk {
+	return walk(ctx, after, func(ctx context.Context, after int64) ([]*audit.Event, error) {
+		return s.store.EventsBySeq(ctx, scope, f, after, to, chainPage)
+	})
+}
+
+// walk calls page with the last seq read until it returns a short page.
+func walk(ctx context.Context, after int64, page func(ctx context.Context, after int64) ([]*audit.Event, error)) *chainWalk {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &chainWalk{pages: make(chan []*audit.Event, 1), cancel: cancel}
 	go func() {
 		defer close(w.pages)
 		for {
-			evs, err := s.store.Chain(ctx, scope, after, chainPage)
+			evs, err := page(ctx, after)
 			if err != nil {
 				if ctx.Err() == nil { // not the walk's own end
 					w.err = err
@@ -217,9 +233,30 @@ pages:
 	writeJSON(w, http.StatusOK, res)
 }
 
-// handleExport streams the caller's account chain in seq order, one JSON
-// event a line (NDJSON), page by page in constant memory. Each line holds
-// every hashed field, so the file verifies offline (nself-audit verify).
+// csvColumns is the header of a CSV export, in the JSON form's order.
+var csvColumns = []string{"id", "source_account_id", "seq", "occurred_at", "recorded_at", "actor_id", "actor_type",
+	"action", "resource_type", "resource_id", "outcome", "severity", "ip_address", "user_agent", "request_id", "source",
+	"metadata", "prev_hash", "hash"}
+
+// csvRecord is e as a CSV row: its values unaltered, times as in the JSON
+// form, metadata as its canonical text (the bytes the hash covers; the JSON
+// form writes <, > and & in it as \u003c, \u003e, \u0026).
+func csvRecord(e *audit.Event, rec []string) []string {
+	meta := string(e.Metadata)
+	if meta == "" {
+		meta = "{}" // as CanonicalJSON marshals
+	}
+	return append(rec[:0], e.ID.String(), e.SourceAccountID, strconv.FormatInt(e.Seq, 10),
+		audit.FormatTime(e.OccurredAt), audit.FormatTime(e.RecordedAt), e.ActorID, e.ActorType, e.Action,
+		e.ResourceType, e.ResourceID, e.Outcome, e.Severity, e.IPAddress, e.UserAgent, e.RequestID, e.Source,
+		meta, e.PrevHash, e.Hash)
+}
+
+// handleExport streams the caller's account chain in seq order, page by
+// page in constant memory: one JSON event a line (NDJSON, the default), or
+// CSV with a header row. Without filters each NDJSON line holds every
+// hashed field of every event, so the file verifies offline (nself-audit
+// verify); the list filters narrow it to the matching events.
 func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 	p := principal(r)
 	if err := requireWholeAccount(p); err != nil {
@@ -227,17 +264,38 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	if f := q.Get("format"); f != "ndjson" && f != "" {
-		s.writeError(w, r, audit.Errorf(audit.EINVALID, "format: must be ndjson"))
+	f, err := audit.ParseFilterQuery(q, "format", "from_seq", "to_seq")
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
-	from, to, err := seqParams(q, "format")
+	format := q.Get("format")
+	switch format {
+	case "", "ndjson":
+		format = "ndjson"
+	case "csv":
+	default:
+		s.writeError(w, r, audit.Errorf(audit.EINVALID, "format: must be ndjson or csv"))
+		return
+	}
+	seqs := url.Values{}
+	for _, k := range []string{"from_seq", "to_seq"} {
+		if q.Has(k) {
+			seqs[k] = q[k]
+		}
+	}
+	from, to, err := seqParams(seqs)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	scope := audit.Scope{AccountID: p.AccountID}
-	walk := s.walkChain(r.Context(), scope, max(from-1, 0))
+	var walk *chainWalk
+	if f.IsZero() {
+		walk = s.walkChain(r.Context(), scope, max(from-1, 0))
+	} else {
+		walk = s.walkFiltered(r.Context(), scope, f, max(from-1, 0), to)
+	}
 	defer walk.close()
 	// The first page is read before the status is sent, so an unavailable
 	// database is still a 503 and not a truncated 200.
@@ -246,26 +304,48 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, walk.err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
+	if format == "csv" {
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	} else {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+	}
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Disposition", `attachment; filename="nself-audit-`+p.AccountID+`.ndjson"`)
-	// Streaming takes as long as the chain is long: no write deadline.
+	w.Header().Set("Content-Disposition", `attachment; filename="nself-audit-`+p.AccountID+`.`+format+`"`)
+	// Streaming takes as long as the chain is long: each page gets its own
+	// write deadline instead of the server's, so a client that stops
+	// reading is still dropped.
 	rc := http.NewResponseController(w)
-	rc.SetWriteDeadline(noDeadline)
+	rc.SetWriteDeadline(time.Now().Add(streamWriteWindow))
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
+	cw := csv.NewWriter(w)
+	rec := make([]string, 0, len(csvColumns))
+	if format == "csv" {
+		cw.Write(csvColumns)
+	}
 	for ; evs != nil; evs = walk.next() {
+		rc.SetWriteDeadline(time.Now().Add(streamWriteWindow))
 		for _, e := range evs {
 			if to > 0 && e.Seq > to {
+				cw.Flush()
 				return
 			}
-			if err := enc.Encode(e); err != nil {
+			if format == "csv" {
+				rec = csvRecord(e, rec)
+				if cw.Write(rec) != nil {
+					return // the client left
+				}
+			} else if err := enc.Encode(e); err != nil {
 				return // the client left
 			}
 		}
+		if cw.Flush(); cw.Error() != nil {
+			return
+		}
 		rc.Flush()
 	}
+	cw.Flush() // the header of an export without rows
 	if walk.err != nil {
 		// The status is sent: end the stream early; the missing tail
 		// shows in an offline verification.

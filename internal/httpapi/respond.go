@@ -50,6 +50,15 @@ type errorDetail struct {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	// A type that encodes itself (an event) is written as it encodes:
+	// through an Encoder its output would be parsed again to compact it.
+	if m, ok := v.(json.Marshaler); ok {
+		if b, err := m.MarshalJSON(); err == nil {
+			w.WriteHeader(status)
+			w.Write(append(b, '\n'))
+			return
+		}
+	}
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)

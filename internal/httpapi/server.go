@@ -12,7 +12,9 @@ import (
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
+	"github.com/nself-org/nself-audit/internal/capture"
 	"github.com/nself-org/nself-audit/internal/metrics"
+	"github.com/nself-org/nself-audit/internal/notify"
 )
 
 // Writer is the write path (ingest.Writer).
@@ -31,7 +33,14 @@ type Server struct {
 	logger  *slog.Logger
 	version string
 	now     func() time.Time
-	db      dbState // set by WatchDatabase
+
+	notifier     *notify.Notifier
+	stream       StreamConfig
+	streams      chan struct{} // one token per open stream
+	streamsCtx   context.Context
+	closeStreams context.CancelFunc
+	redactor     *capture.Redactor // secret-looking columns of captured changes
+	db           dbState           // set by WatchDatabase
 }
 
 // Config is what New needs. Every field is required but Logger and Now.
@@ -45,6 +54,14 @@ type Config struct {
 	Logger  *slog.Logger
 	Version string
 	Now     func() time.Time
+
+	// Notifier wakes live tails after this process's commits; nil: they
+	// rely on their poll alone.
+	Notifier *notify.Notifier
+	Stream   StreamConfig
+	// Redactor picks the columns of captured changes that are redacted;
+	// nil: the default patterns only.
+	Redactor *capture.Redactor
 }
 
 // New returns a Server.
@@ -57,6 +74,27 @@ func New(cfg Config) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.notifier, s.stream = cfg.Notifier, cfg.Stream
+	if s.stream.Heartbeat <= 0 {
+		s.stream.Heartbeat = DefaultStreamHeartbeat
+	}
+	if s.stream.Poll <= 0 {
+		s.stream.Poll = DefaultStreamPoll
+	}
+	if s.stream.Max <= 0 {
+		s.stream.Max = DefaultMaxStreams
+	}
+	if s.stream.Page <= 0 {
+		s.stream.Page = defaultStreamPage
+	}
+	if s.stream.Span <= 0 {
+		s.stream.Span = defaultStreamSpan
+	}
+	s.streams = make(chan struct{}, s.stream.Max)
+	s.streamsCtx, s.closeStreams = context.WithCancel(context.Background())
+	if s.redactor = cfg.Redactor; s.redactor == nil {
+		s.redactor = capture.NewRedactor(nil)
+	}
 	return s
 }
 
@@ -67,12 +105,22 @@ const (
 	readTimeout  = 30 * time.Second // one query of a read route
 )
 
-// Handler returns the service's routes with their middleware: the one place
-// where both are listed.
+// Handler returns the service's routes with their middleware.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+	return withRequestID(s.withLogAndRecover(s.notFound(s.routes().ServeMux)))
+}
+
+// Routes returns the patterns Handler registers ("GET /health", ...), in
+// order: the list that the OpenAPI document is checked against.
+func (s *Server) Routes() []string { return s.routes().patterns }
+
+// routes registers the service's routes with their middleware: the one
+// place where both are listed.
+func (s *Server) routes() *routeMux {
+	mux := &routeMux{ServeMux: http.NewServeMux()}
 	mux.HandleFunc("GET /health", s.handleHealth)
 	mux.HandleFunc("GET /ready", s.handleReady)
+	mux.HandleFunc("GET /openapi.json", s.handleOpenAPI)
 	mux.HandleFunc("GET /auth/verify", s.handleAuthVerify)
 
 	api := func(h http.HandlerFunc) http.Handler { return s.authenticated(h) }
@@ -84,22 +132,45 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/stats", api(s.handleStats))
 	mux.Handle("GET /api/v1/verify", api(s.handleVerify))
 	mux.Handle("GET /api/v1/events/export", api(s.handleExport))
+	mux.Handle("GET /api/v1/events/stream", api(s.handleStream))
 	mux.Handle("POST /api/v1/checkpoints", api(s.handleCreateCheckpoint))
 	mux.Handle("GET /api/v1/checkpoints", api(s.handleListCheckpoints))
 	mux.Handle("GET /api/v1/checkpoints/latest", api(s.handleLatestCheckpoint))
 	mux.Handle("GET /api/v1/public-key", api(s.handlePublicKey))
+	mux.Handle("POST /api/v1/hooks/hasura", api(s.handleHasuraHook))
 	if s.metrics != nil {
 		// Behind the plugin token like the API: a scrape config sends it
 		// as its bearer token.
-		mux.Handle("GET /metrics", s.authenticated(s.metrics.Handler()))
+		// Metrics name every account: the plugin token only, never a JWT.
+		metricsHandler := s.metrics.Handler()
+		mux.Handle("GET /metrics", s.authenticated(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if principal(r).Kind != "plugin" {
+				s.writeError(w, r, audit.Errorf(audit.EFORBIDDEN, "metrics cover every account: only the plugin token may read them"))
+				return
+			}
+			metricsHandler.ServeHTTP(w, r)
+		})))
 	}
-
-	return withRequestID(s.withLogAndRecover(s.notFound(mux)))
+	return mux
 }
 
+// routeMux is a ServeMux that remembers the patterns registered on it.
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeMux) HandleFunc(pattern string, h http.HandlerFunc) { m.Handle(pattern, h) }
+
 // notFound answers unknown routes and wrong methods with JSON errors, after
-// authentication everywhere but the probes: without credentials, a caller
-// learns nothing about which routes exist.
+// authentication everywhere but the open routes (the probes and the OpenAPI
+// document): without credentials, a caller learns nothing about which
+// routes exist.
 func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
@@ -123,7 +194,7 @@ func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 			}
 			s.writeError(w, r, audit.Errorf(audit.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
 		})
-		if r.URL.Path == "/health" || r.URL.Path == "/ready" {
+		if r.URL.Path == "/health" || r.URL.Path == "/ready" || r.URL.Path == "/openapi.json" {
 			answer.ServeHTTP(w, r)
 			return
 		}

@@ -2,10 +2,14 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"sort"
+	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/nself-org/nself-audit/internal/audit"
 )
@@ -14,6 +18,11 @@ import (
 // (so two writers never deadlock): lock the chain head, answer the items
 // whose idempotency key was seen, link and insert the rest with one
 // statement, record their keys, move the head.
+//
+// When every account's head is known from an earlier commit, Append first
+// tries the fast path: the whole transaction in one round trip (see
+// appendFast). It falls back to the locking path when another writer moved
+// a head or a key turns out to be stored already.
 func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 	if len(items) == 0 {
 		return nil
@@ -29,55 +38,340 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 	}
 	sort.Strings(accounts)
 
-	return s.inScope(ctx, audit.Scope{AccountID: accounts[0]}, pgx.TxOptions{}, func(tx pgx.Tx) error {
+	saved := saveItems(items)
+	tried, err := s.appendFast(ctx, accounts, byAccount)
+	if tried {
+		if err == nil {
+			return nil
+		}
+		s.heads.drop(accounts)
+		if !fallBack(err) {
+			return classify(err)
+		}
+		restoreItems(items, saved)
+	}
+
+	to := map[string]chainHead{}
+	err = s.inScope(ctx, audit.Scope{AccountID: accounts[0]}, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		for _, account := range accounts {
-			if err := appendAccount(ctx, tx, account, byAccount[account]); err != nil {
+			h, err := appendAccount(ctx, tx, account, byAccount[account])
+			if err != nil {
 				return err
 			}
+			to[account] = h
 		}
 		return nil
 	})
+	if err != nil {
+		s.heads.drop(accounts)
+		return err
+	}
+	s.heads.advance(to)
+	return nil
 }
 
-func appendAccount(ctx context.Context, tx pgx.Tx, account string, items []*audit.AppendItem) error {
+// appendFast sends the transaction as one pipelined batch, which PostgreSQL
+// runs as one implicit transaction: scope, then per account the insert of
+// the events linked to the head from the cache, their keys, and
+// advance_chain_head, which raises NSA01 (rolling everything back) unless
+// the head is still where the cache says. Keys are not looked up: a stored
+// one makes the key insert fail with a unique violation, and the locking
+// path answers it. It returns tried false, doing nothing, when a head is not
+// in the cache.
+func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map[string][]*audit.AppendItem) (tried bool, err error) {
+	from, ok := s.heads.get(accounts)
+	if !ok {
+		return false, nil
+	}
+	b := &pgx.Batch{}
+	b.Queue(scopeSQL, accounts[0], "", AppRole)
+	to := map[string]chainHead{}
+	for _, account := range accounts {
+		fresh := audit.ResolveKeys(byAccount[account], nil)
+		h := from[account]
+		if len(fresh) == 0 {
+			continue
+		}
+		rows, err := linkRows(account, fresh, h)
+		if err != nil {
+			return true, err
+		}
+		b.Queue(`SELECT set_config('app.source_account_id', $1, true)`, account)
+		rows.queue(b)
+		b.Queue(`SELECT np_nself_audit.advance_chain_head($1, $2, $3, $4, $5)`, account, h.seq, h.hash, rows.head.seq, rows.head.hash)
+		rows.queueRollups(b) // after the head: its lock orders them
+		to[account] = rows.head
+	}
+	if b.Len() > 1 { // else every item was answered within the batch
+		if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+			return true, err
+		}
+	}
+	s.heads.advance(to)
+	s.fastCommits.Add(1)
+	return true, nil
+}
+
+// fallBack reports whether a fast-path failure is one the locking path
+// resolves: the head moved (NSA01) or a key was stored (unique violation).
+func fallBack(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "NSA01" || pgErr.Code == "23505")
+}
+
+type savedItem struct {
+	event    *audit.Event
+	replayed bool
+	err      error
+}
+
+func saveItems(items []*audit.AppendItem) []savedItem {
+	out := make([]savedItem, len(items))
+	for i, it := range items {
+		out[i] = savedItem{it.Event, it.Replayed, it.Err}
+	}
+	return out
+}
+
+func restoreItems(items []*audit.AppendItem, saved []savedItem) {
+	for i, it := range items {
+		it.Event, it.Replayed, it.Err = saved[i].event, saved[i].replayed, saved[i].err
+	}
+}
+
+// chainHead is where an account's chain ends.
+type chainHead struct {
+	seq  int64
+	hash string
+}
+
+// headCache remembers each account's head after a commit, as a guess for
+// the fast path; advance_chain_head checks it in the database.
+type headCache struct {
+	mu sync.Mutex
+	m  map[string]chainHead
+}
+
+// get returns the heads of all accounts, or false if one is unknown.
+func (c *headCache) get(accounts []string) (map[string]chainHead, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]chainHead, len(accounts))
+	for _, a := range accounts {
+		h, ok := c.m[a]
+		if !ok {
+			return nil, false
+		}
+		out[a] = h
+	}
+	return out, true
+}
+
+// advance records committed heads; it never moves one back, so a slower
+// writer reporting an older head cannot undo a newer one.
+func (c *headCache) advance(heads map[string]chainHead) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]chainHead{}
+	}
+	for a, h := range heads {
+		if old, ok := c.m[a]; !ok || h.seq > old.seq {
+			c.m[a] = h
+		}
+	}
+}
+
+func (c *headCache) drop(accounts []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range accounts {
+		delete(c.m, a)
+	}
+}
+
+func appendAccount(ctx context.Context, tx pgx.Tx, account string, items []*audit.AppendItem) (chainHead, error) {
 	if _, err := tx.Exec(ctx, `SELECT set_config('app.source_account_id', $1, true)`, account); err != nil {
-		return err
+		return chainHead{}, err
 	}
 	// Take (or create) the head row and hold its lock to the commit. The
 	// no-op update is what locks an existing row.
-	var seq int64
-	var hash string
+	var h chainHead
 	err := tx.QueryRow(ctx, `
 		INSERT INTO np_nself_audit.np_audit_chain_heads AS h (source_account_id, seq, hash)
 		VALUES ($1, 0, $2)
 		ON CONFLICT (source_account_id) DO UPDATE SET seq = h.seq
-		RETURNING seq, hash`, account, audit.GenesisHash).Scan(&seq, &hash)
+		RETURNING seq, hash`, account, audit.GenesisHash).Scan(&h.seq, &h.hash)
 	if err != nil {
-		return err
+		return chainHead{}, err
 	}
 
 	fresh, err := resolveKeys(ctx, tx, account, items)
 	if err != nil {
-		return err
+		return chainHead{}, err
 	}
 	if len(fresh) == 0 {
-		return nil
+		return h, nil
 	}
+	rows, err := linkRows(account, fresh, h)
+	if err != nil {
+		return chainHead{}, err
+	}
+	if _, err := tx.Exec(ctx, insertEventsSQL, rows.events...); err != nil {
+		return chainHead{}, err
+	}
+	if rows.keys != nil {
+		if _, err := tx.Exec(ctx, insertKeysSQL, rows.keys...); err != nil {
+			return chainHead{}, err
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE np_nself_audit.np_audit_chain_heads
+		SET seq = $2, hash = $3, updated_at = now() WHERE source_account_id = $1`, account, rows.head.seq, rows.head.hash); err != nil {
+		return chainHead{}, err
+	}
+	for _, q := range rows.rollups() {
+		if _, err := tx.Exec(ctx, q.sql, q.args...); err != nil {
+			return chainHead{}, err
+		}
+	}
+	return rows.head, nil
+}
 
-	n := len(fresh)
+const insertEventsSQL = `
+	INSERT INTO np_nself_audit.np_audit_events
+		(id, source_account_id, seq, occurred_at, recorded_at, actor_id, actor_type, action,
+		 resource_type, resource_id, outcome, severity, ip_address, user_agent, request_id,
+		 source, metadata, prev_hash, hash)
+	SELECT id, $1, seq, occurred_at, recorded_at, actor_id, actor_type, action,
+		 resource_type, resource_id, outcome, severity, ip_address, user_agent, request_id,
+		 source, metadata, prev_hash, hash
+	FROM unnest($2::uuid[], $3::int8[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[],
+		$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+		$15::text[], $16::text[], $17::json[], $18::text[], $19::text[])
+		AS t(id, seq, occurred_at, recorded_at, actor_id, actor_type, action, resource_type,
+		     resource_id, outcome, severity, ip_address, user_agent, request_id, source,
+		     metadata, prev_hash, hash)`
+
+const insertKeysSQL = `
+	INSERT INTO np_nself_audit.np_audit_idempotency
+		(source_account_id, idempotency_key, fingerprint, event_id, occurred_at)
+	SELECT $1, k, f, i, o FROM unnest($2::text[], $3::text[], $4::uuid[], $5::timestamptz[]) AS t(k, f, i, o)`
+
+// linkedRows are the arguments of insertEventsSQL and insertKeysSQL (nil
+// when no item has a key) for events linked after a head, the new head, and
+// the events' contribution to the stats rollups (migration 0007).
+type linkedRows struct {
+	events, keys []any
+	head         chainHead
+	account      string
+	dims         map[statsDims]int64
+	hours        map[time.Time]int64
+	actors       map[string]bool
+}
+
+func (r *linkedRows) queue(b *pgx.Batch) {
+	b.Queue(insertEventsSQL, r.events...)
+	if r.keys != nil {
+		b.Queue(insertKeysSQL, r.keys...)
+	}
+}
+
+func (r *linkedRows) queueRollups(b *pgx.Batch) {
+	for _, q := range r.rollups() {
+		b.Queue(q.sql, q.args...)
+	}
+}
+
+type statsDims struct{ action, actorType, outcome, severity string }
+
+type statement struct {
+	sql  string
+	args []any
+}
+
+// rollups returns the upserts that add the events to the stats rollups,
+// each with its keys in sorted order (concurrent upserts of the same rows
+// then lock them in the same order).
+func (r *linkedRows) rollups() []statement {
+	dims := make([]statsDims, 0, len(r.dims))
+	for d := range r.dims {
+		dims = append(dims, d)
+	}
+	sort.Slice(dims, func(i, j int) bool {
+		a, b := dims[i], dims[j]
+		if a.action != b.action {
+			return a.action < b.action
+		}
+		if a.actorType != b.actorType {
+			return a.actorType < b.actorType
+		}
+		if a.outcome != b.outcome {
+			return a.outcome < b.outcome
+		}
+		return a.severity < b.severity
+	})
+	n := len(dims)
+	actions, types, outcomes, severities, counts := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
+	for i, d := range dims {
+		actions[i], types[i], outcomes[i], severities[i], counts[i] = d.action, d.actorType, d.outcome, d.severity, r.dims[d]
+	}
+	hours := make([]time.Time, 0, len(r.hours))
+	for h := range r.hours {
+		hours = append(hours, h)
+	}
+	sort.Slice(hours, func(i, j int) bool { return hours[i].Before(hours[j]) })
+	hourCounts := make([]int64, len(hours))
+	for i, h := range hours {
+		hourCounts[i] = r.hours[h]
+	}
+	out := []statement{
+		{`INSERT INTO np_nself_audit.np_audit_stats_dims AS d
+			(source_account_id, action, actor_type, outcome, severity, events)
+		SELECT $1, a, t, o, s, n FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS u(a, t, o, s, n)
+		ON CONFLICT (source_account_id, action, actor_type, outcome, severity)
+		DO UPDATE SET events = d.events + excluded.events`,
+			[]any{r.account, actions, types, outcomes, severities, counts}},
+		{`INSERT INTO np_nself_audit.np_audit_stats_hours AS h (source_account_id, hour, events)
+		SELECT $1, t, n FROM unnest($2::timestamp[], $3::int8[]) AS u(t, n)
+		ON CONFLICT (source_account_id, hour) DO UPDATE SET events = h.events + excluded.events`,
+			[]any{r.account, hours, hourCounts}},
+	}
+	if len(r.actors) > 0 {
+		actors := make([]string, 0, len(r.actors))
+		for a := range r.actors {
+			actors = append(actors, a)
+		}
+		sort.Strings(actors)
+		out = append(out, statement{`INSERT INTO np_nself_audit.np_audit_stats_actors (source_account_id, actor_id)
+			SELECT $1, a FROM unnest($2::text[]) AS u(a) ON CONFLICT DO NOTHING`, []any{r.account, actors}})
+	}
+	return out
+}
+
+// linkRows links items to the chain after h, in order, and returns the
+// insert arguments.
+func linkRows(account string, items []*audit.AppendItem, h chainHead) (*linkedRows, error) {
+	n := len(items)
 	var (
 		ids, actorIDs, actorTypes, actions, resTypes, resIDs = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		outcomes, severities, ips, agents, requestIDs, srcs  = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		metas, prevs, hashes                                 = make([]string, n), make([]string, n), make([]string, n)
 		seqs                                                 = make([]int64, n)
-		occurred, recorded                                   = make([]any, n), make([]any, n)
+		occurred, recorded                                   = make([]time.Time, n), make([]time.Time, n)
 		keyNames, keyPrints, keyIDs                          []string
-		keyTimes                                             []any
+		keyTimes                                             []time.Time
 	)
-	for i, it := range fresh {
+	seq, hash := h.seq, h.hash
+	dims, hours, actors := map[statsDims]int64{}, map[time.Time]int64{}, map[string]bool{}
+	for i, it := range items {
 		e := it.Event
+		dims[statsDims{e.Action, e.ActorType, e.Outcome, e.Severity}]++
+		hours[e.OccurredAt.UTC().Truncate(time.Hour)]++
+		if e.ActorID != "" {
+			actors[e.ActorID] = true
+		}
 		if err := audit.Link(e, seq, hash); err != nil {
-			return err
+			return nil, err
 		}
 		seq, hash = e.Seq, e.Hash
 		ids[i], seqs[i], occurred[i], recorded[i] = e.ID.String(), e.Seq, e.OccurredAt, e.RecordedAt
@@ -92,36 +386,16 @@ func appendAccount(ctx context.Context, tx pgx.Tx, account string, items []*audi
 			keyTimes = append(keyTimes, e.OccurredAt)
 		}
 	}
-	if _, err := tx.Exec(ctx, `
-		INSERT INTO np_nself_audit.np_audit_events
-			(id, source_account_id, seq, occurred_at, recorded_at, actor_id, actor_type, action,
-			 resource_type, resource_id, outcome, severity, ip_address, user_agent, request_id,
-			 source, metadata, prev_hash, hash)
-		SELECT id, $1, seq, occurred_at, recorded_at, actor_id, actor_type, action,
-			 resource_type, resource_id, outcome, severity, ip_address, user_agent, request_id,
-			 source, metadata, prev_hash, hash
-		FROM unnest($2::uuid[], $3::int8[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[],
-			$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-			$15::text[], $16::text[], $17::json[], $18::text[], $19::text[])
-			AS t(id, seq, occurred_at, recorded_at, actor_id, actor_type, action, resource_type,
-			     resource_id, outcome, severity, ip_address, user_agent, request_id, source,
-			     metadata, prev_hash, hash)`,
-		account, ids, seqs, occurred, recorded, actorIDs, actorTypes, actions, resTypes, resIDs,
-		outcomes, severities, ips, agents, requestIDs, srcs, metas, prevs, hashes); err != nil {
-		return err
+	r := &linkedRows{
+		events: []any{account, ids, seqs, occurred, recorded, actorIDs, actorTypes, actions, resTypes, resIDs,
+			outcomes, severities, ips, agents, requestIDs, srcs, metas, prevs, hashes},
+		head:    chainHead{seq, hash},
+		account: account, dims: dims, hours: hours, actors: actors,
 	}
 	if len(keyNames) > 0 {
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO np_nself_audit.np_audit_idempotency
-				(source_account_id, idempotency_key, fingerprint, event_id, occurred_at)
-			SELECT $1, k, f, i, o FROM unnest($2::text[], $3::text[], $4::uuid[], $5::timestamptz[]) AS t(k, f, i, o)`,
-			account, keyNames, keyPrints, keyIDs, keyTimes); err != nil {
-			return err
-		}
+		r.keys = []any{account, keyNames, keyPrints, keyIDs, keyTimes}
 	}
-	_, err = tx.Exec(ctx, `UPDATE np_nself_audit.np_audit_chain_heads
-		SET seq = $2, hash = $3, updated_at = now() WHERE source_account_id = $1`, account, seq, hash)
-	return err
+	return r, nil
 }
 
 // resolveKeys answers the items whose idempotency key is already stored or

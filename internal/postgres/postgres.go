@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,8 +18,21 @@ import (
 	"github.com/nself-org/nself-audit/internal/audit"
 )
 
-// AppRole is the role queries run under. The first migration creates it.
-const AppRole = "nself_audit_app"
+// The roles queries run under (migrations 0001 and 0009): AppRole for the
+// writer and for callers who read a whole account, ActorRole for callers
+// who read only their own events.
+const (
+	AppRole   = "nself_audit_app"
+	ActorRole = "nself_audit_actor"
+)
+
+// roleOf is the role a scope's queries run under.
+func roleOf(scope audit.Scope) string {
+	if scope.ActorID != "" {
+		return ActorRole
+	}
+	return AppRole
+}
 
 // connectTimeout bounds one connection attempt unless the URL sets
 // connect_timeout.
@@ -26,7 +40,9 @@ const connectTimeout = 5 * time.Second
 
 // Store implements audit.Store on a pgx pool.
 type Store struct {
-	pool *pgxpool.Pool
+	pool        *pgxpool.Pool
+	heads       headCache    // each account's chain head after the last commit
+	fastCommits atomic.Int64 // batches committed by the fast path, for tests
 }
 
 var _ audit.Store = (*Store)(nil)
@@ -82,9 +98,9 @@ func (s *Store) Close() error {
 // Pool returns the underlying pool, for tests and maintenance verbs.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// scopeSQL switches the transaction to the app role and sets the account and
-// actor that the row-level security policies read.
-const scopeSQL = `SELECT set_config('role', '` + AppRole + `', true),
+// scopeSQL switches the transaction to a role ($3, roleOf) and sets the
+// account and actor that the row-level security policies read.
+const scopeSQL = `SELECT set_config('role', $3, true),
        set_config('app.source_account_id', $1, true),
        set_config('app.actor_id', $2, true)`
 
@@ -95,7 +111,7 @@ func (s *Store) inScope(ctx context.Context, scope audit.Scope, opts pgx.TxOptio
 		return classify(err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, scopeSQL, scope.AccountID, scope.ActorID); err != nil {
+	if _, err := tx.Exec(ctx, scopeSQL, scope.AccountID, scope.ActorID, roleOf(scope)); err != nil {
 		return classify(err)
 	}
 	if err := fn(tx); err != nil {

@@ -2,13 +2,16 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nself-org/nself-audit/internal/audit"
@@ -45,6 +48,19 @@ func setup(t *testing.T) (*Store, *pgxpool.Pool) {
 	}
 	t.Cleanup(su.Close)
 	return s, su
+}
+
+// setupTwo returns two stores (two pools, as two processes would have) on
+// one fresh database.
+func setupTwo(t *testing.T) (*Store, *Store) {
+	t.Helper()
+	s1, _ := setup(t)
+	s2, err := Open(context.Background(), s1.pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	return s1, s2
 }
 
 var testNow = time.Now()
@@ -130,7 +146,8 @@ func TestDoctorChecks(t *testing.T) {
 		t.Fatal(rows.Err())
 	}
 	month := time.Now().UTC().Format("200601")
-	for _, want := range []string{"np_audit_chain_heads", "np_audit_idempotency", "np_audit_events_default", "np_audit_events_p" + month} {
+	for _, want := range []string{"np_audit_chain_heads", "np_audit_idempotency", "np_audit_events_default", "np_audit_events_p" + month,
+		"np_audit_capture_changes", "np_audit_capture_moved"} {
 		if !tables["np_nself_audit."+want] {
 			t.Errorf("table %s missing; have %v", want, tables)
 		}
@@ -155,6 +172,13 @@ func TestDoctorChecks(t *testing.T) {
 		{"np_audit_idempotency", "DELETE", false},
 		{"np_audit_chain_heads", "DELETE", false},
 		{"np_audit_events_default", "SELECT", false},
+		{"np_audit_capture_changes", "SELECT", true},
+		{"np_audit_capture_changes", "INSERT", false},
+		{"np_audit_capture_changes", "UPDATE", false},
+		{"np_audit_capture_changes", "DELETE", false},
+		{"np_audit_capture_moved", "INSERT", true},
+		{"np_audit_capture_moved", "UPDATE", false},
+		{"np_audit_capture_moved", "DELETE", false},
 	} {
 		var has bool
 		if err := su.QueryRow(ctx, `SELECT has_table_privilege($1, 'np_nself_audit.'||$2, $3)`, AppRole, c.table, c.priv).Scan(&has); err != nil {
@@ -231,7 +255,7 @@ func TestIsolationUnderSuperuser(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, scopeSQL, account, actor); err != nil {
+		if _, err := tx.Exec(ctx, scopeSQL, account, actor, roleOf(audit.Scope{AccountID: account, ActorID: actor})); err != nil {
 			t.Fatal(err)
 		}
 		var n int
@@ -249,12 +273,41 @@ func TestIsolationUnderSuperuser(t *testing.T) {
 	if n := count("", ""); n != 0 {
 		t.Errorf("no account under RLS sees %d rows, want 0", n)
 	}
+	// The actor role: only its own events, nothing with no actor set,
+	// and no writing, no other table.
+	asActor := func(actor, sql string) (int, error) {
+		tx, err := su.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, scopeSQL, "acme", actor, ActorRole); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = tx.QueryRow(ctx, sql).Scan(&n)
+		return n, err
+	}
+	if n, err := asActor("", `SELECT count(*) FROM np_nself_audit.np_audit_events`); err != nil || n != 0 {
+		t.Errorf("actor role without an actor sees %d rows (%v), want 0", n, err)
+	}
+	for _, sql := range []string{
+		`SELECT count(*) FROM np_nself_audit.np_audit_idempotency`,
+		`SELECT count(*) FROM np_nself_audit.np_audit_checkpoints`,
+		`WITH i AS (INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at, recorded_at,
+			actor_id, actor_type, action, outcome, severity, prev_hash, hash) VALUES (gen_random_uuid(), 'acme', 99, now(), now(),
+			'bob', 'user', 'x.y', 'success', 'info', repeat('0', 64), repeat('0', 64)) RETURNING 1) SELECT count(*) FROM i`,
+	} {
+		if _, err := asActor("bob", sql); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("actor role: %s: %v; want permission denied", strings.Fields(sql)[0]+" "+strings.Fields(sql)[3], err)
+		}
+	}
 	tx, err := su.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, scopeSQL, "acme", ""); err != nil {
+	if _, err := tx.Exec(ctx, scopeSQL, "acme", "", AppRole); err != nil {
 		t.Fatal(err)
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at, recorded_at,
@@ -270,13 +323,8 @@ func TestIsolationUnderSuperuser(t *testing.T) {
 // gap-free and verifies.
 func TestConcurrentWritersOneChain(t *testing.T) {
 	t.Parallel()
-	s1, _ := setup(t)
+	s1, s2 := setupTwo(t)
 	ctx := context.Background()
-	s2, err := Open(ctx, s1.pool.Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
 
 	const writers, batches, perBatch = 8, 10, 5
 	var wg sync.WaitGroup
@@ -402,7 +450,7 @@ func TestChainHeadOnlyMovesForward(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tx.Exec(ctx, scopeSQL, "acme", ""); err != nil {
+		if _, err := tx.Exec(ctx, scopeSQL, "acme", "", AppRole); err != nil {
 			t.Fatal(err)
 		}
 		if sql[:6] == "INSERT" {
@@ -467,7 +515,7 @@ func TestFilterIndexesUsed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tx.Exec(ctx, scopeSQL, "acme", "")
+		tx.Exec(ctx, scopeSQL, "acme", "", AppRole)
 		rows, err := tx.Query(ctx, `EXPLAIN SELECT id FROM np_nself_audit.np_audit_events WHERE `+w.String()+
 			` ORDER BY occurred_at DESC, id DESC LIMIT 51`, w.args...)
 		if err != nil {
@@ -490,4 +538,227 @@ func TestFilterIndexesUsed(t *testing.T) {
 			t.Errorf("%s is not an index condition:\n%s", c.cond, plan.String())
 		}
 	}
+}
+
+// TestFastPathFallsBack runs two stores (as two processes would) on one
+// database: each commits in one round trip while its cached head is right,
+// and falls back to the locking path when the other moved the head or
+// stored a key first.
+func TestFastPathFallsBack(t *testing.T) {
+	t.Parallel()
+	s1, s2 := setupTwo(t)
+	ctx := context.Background()
+
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read")) // locking path: nothing cached yet
+	if n := s1.fastCommits.Load(); n != 0 {
+		t.Fatalf("first append took the fast path (%d)", n)
+	}
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read"))
+	if n := s1.fastCommits.Load(); n != 1 {
+		t.Fatalf("second append: %d fast commits, want 1", n)
+	}
+	appendEvents(t, s2, newEvent(t, "acme", "u2", "doc.read")) // moves the head under s1
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read"))
+	if n := s1.fastCommits.Load(); n != 1 {
+		t.Fatalf("append after another writer: %d fast commits, want still 1 (fallback)", n)
+	}
+
+	// A key stored by s2 while s1's cache is warm: s1's fast insert of the
+	// key fails and the locking path answers it.
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read"))
+	appendEvents(t, s2, newEvent(t, "acme", "u2", "doc.read"))
+	keyed := func(s *Store, actor string) *audit.AppendItem {
+		it := &audit.AppendItem{Event: newEvent(t, "acme", actor, "doc.read"), IdempotencyKey: "k1", Fingerprint: "f-" + actor}
+		if err := s.Append(ctx, []*audit.AppendItem{it}); err != nil {
+			t.Fatal(err)
+		}
+		return it
+	}
+	first := keyed(s2, "u2")
+	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read")) // s1's cache is right again
+	again := &audit.AppendItem{Event: newEvent(t, "acme", "u2", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f-u2"}
+	if err := s1.Append(ctx, []*audit.AppendItem{again}); err != nil {
+		t.Fatal(err)
+	}
+	if !again.Replayed || again.Event.ID != first.Event.ID {
+		t.Fatalf("same key and fingerprint: replayed %v, id %s; want the original %s", again.Replayed, again.Event.ID, first.Event.ID)
+	}
+	other := &audit.AppendItem{Event: newEvent(t, "acme", "u1", "doc.read"), IdempotencyKey: "k1", Fingerprint: "f-u1"}
+	if err := s1.Append(ctx, []*audit.AppendItem{other}); err != nil {
+		t.Fatal(err)
+	}
+	if audit.ErrorCode(other.Err) != audit.ECONFLICT {
+		t.Fatalf("same key, other fingerprint: err %v; want a conflict", other.Err)
+	}
+	if n := storetest.VerifyChain(t, s1, "acme"); n != 8 {
+		t.Fatalf("chain has %d events, want 8", n)
+	}
+}
+
+// TestStatsRollups checks the rollups against counting: events of several
+// accounts, hours and days, written by two stores at once (fast path and
+// fallbacks), give the same whole-account stats from the rollups as from
+// counting the events.
+func TestStatsRollups(t *testing.T) {
+	t.Parallel()
+	s1, s2 := setupTwo(t)
+	ctx := context.Background()
+
+	base := time.Date(2026, 11, 20, 22, 30, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	for w, store := range []*Store{s1, s2, s1, s2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := 0; b < 15; b++ {
+				var items []*audit.AppendItem
+				for i := 0; i < 7; i++ {
+					n := w*1000 + b*10 + i
+					at := base.Add(time.Duration(n%50) * 37 * time.Minute).Format(time.RFC3339Nano)
+					in := &audit.EventInput{
+						OccurredAt: &at,
+						ActorID:    []string{"", "alice", "bob", "carol", "svc-1"}[n%5],
+						ActorType:  []string{"user", "user", "service", "system"}[n%4],
+						Action:     []string{"doc.read", "doc.write", "user.login", "user.logout", "billing.paid"}[(n/3)%5],
+						Outcome:    []string{"success", "failure", "denied"}[n%3],
+						Severity:   []string{"info", "warning", "error", "critical"}[n%4],
+					}
+					if in.ActorID == "" {
+						in.ActorType = "system" // the one type that needs no actor
+					}
+					e, err := in.Validate([]string{"acme", "globex"}[n%2], "test", base.Add(48*time.Hour))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					items = append(items, &audit.AppendItem{Event: e})
+				}
+				if err := store.Append(ctx, items); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if s1.fastCommits.Load()+s2.fastCommits.Load() == 0 {
+		t.Fatal("no batch took the fast path")
+	}
+	for _, account := range []string{"acme", "globex", "nobody"} {
+		for _, iv := range []audit.Interval{audit.Hour, audit.Day} {
+			scope := audit.Scope{AccountID: account}
+			rolled, err := s1.Stats(ctx, scope, audit.Filter{}, iv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Any filter takes the counting path; this one matches everything.
+			counted, err := s1.Stats(ctx, scope, audit.Filter{Since: base.Add(-time.Hour)}, iv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, _ := json.Marshal(rolled)
+			c, _ := json.Marshal(counted)
+			if string(r) != string(c) {
+				t.Errorf("%s %s:\nrollups  %s\ncounting %s", account, iv, r, c)
+			}
+			if account != "nobody" && (rolled.Total == 0 || len(rolled.Timeline) < 2) {
+				t.Errorf("%s %s: too little data to compare: %+v", account, iv, rolled)
+			}
+		}
+	}
+}
+
+// TestActionPrefixPages pages through action prefixes of few actions (read
+// per action from the rollup's list) and of many (read as one range), in
+// both orders and with a time range, and compares each page with the
+// expected order computed here.
+func TestActionPrefixPages(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	ctx := context.Background()
+	base := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	var all []*audit.Event
+	var items []*audit.AppendItem
+	for i := 0; i < 400; i++ {
+		action := fmt.Sprintf("x.a%02d", i%10) // 10 actions: per-action reads
+		switch i % 4 {
+		case 1:
+			action = fmt.Sprintf("z.a%03d", i/4) // 100 actions: one range
+		case 2:
+			action = "y.other"
+		}
+		at := base.Add(time.Duration(i*7919%400) * time.Minute).Format(time.RFC3339Nano) // shuffled times
+		in := &audit.EventInput{OccurredAt: &at, ActorID: "u", Action: action}
+		e, err := in.Validate("acme", "test", base.Add(24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, e)
+		items = append(items, &audit.AppendItem{Event: e})
+	}
+	if err := s.Append(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	since, until := base.Add(50*time.Minute), base.Add(300*time.Minute)
+	for _, prefix := range []string{"x.", "z.", "q."} {
+		for _, asc := range []bool{false, true} {
+			for _, ranged := range []bool{false, true} {
+				var want []uuid.UUID
+				for _, e := range all {
+					if strings.HasPrefix(e.Action, prefix) && (!ranged || !e.OccurredAt.Before(since) && e.OccurredAt.Before(until)) {
+						want = append(want, e.ID)
+					}
+				}
+				slices.SortFunc(want, func(a, b uuid.UUID) int {
+					ea, eb := byID(all, a), byID(all, b)
+					c := ea.OccurredAt.Compare(eb.OccurredAt)
+					if c == 0 {
+						c = strings.Compare(a.String(), b.String())
+					}
+					if !asc {
+						c = -c
+					}
+					return c
+				})
+				f := audit.Filter{ActionPrefix: prefix, Limit: 7, Asc: asc}
+				if ranged {
+					f.Since, f.Until = since, until
+				}
+				var got []uuid.UUID
+				for {
+					page, err := s.Events(ctx, audit.Scope{AccountID: "acme"}, f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					more := len(page) > f.Limit
+					if more {
+						page = page[:f.Limit]
+					}
+					for _, e := range page {
+						got = append(got, e.ID)
+					}
+					if !more {
+						break
+					}
+					last := page[len(page)-1]
+					f.After = &audit.Cursor{OccurredAt: last.OccurredAt, ID: last.ID}
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("prefix %s asc %v ranged %v: got %d events, want %d, or in another order", prefix, asc, ranged, len(got), len(want))
+				}
+				if prefix != "q." && len(want) < 20 {
+					t.Errorf("prefix %s: only %d events to page through", prefix, len(want))
+				}
+			}
+		}
+	}
+}
+
+func byID(all []*audit.Event, id uuid.UUID) *audit.Event {
+	for _, e := range all {
+		if e.ID == id {
+			return e
+		}
+	}
+	return nil
 }

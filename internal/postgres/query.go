@@ -22,6 +22,28 @@ func queryEvents(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]*au
 	if err != nil {
 		return nil, err
 	}
+	return scanEvents(rows)
+}
+
+// readEvents runs one query of events in scope in a single round trip: the
+// scope and the query travel as one pipelined batch, which PostgreSQL runs
+// as one implicit, read-only transaction.
+func (s *Store) readEvents(ctx context.Context, scope audit.Scope, sql string, args ...any) ([]*audit.Event, error) {
+	b := &pgx.Batch{}
+	b.Queue(scopeSQL+`, set_config('transaction_read_only', 'on', true)`, scope.AccountID, scope.ActorID, roleOf(scope))
+	var evs []*audit.Event
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		var err error
+		evs, err = scanEvents(rows)
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, classify(err)
+	}
+	return evs, nil
+}
+
+func scanEvents(rows pgx.Rows) ([]*audit.Event, error) {
 	defer rows.Close()
 	var out []*audit.Event
 	for rows.Next() {
@@ -42,13 +64,8 @@ func queryEvents(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]*au
 
 // Event returns one event within scope.
 func (s *Store) Event(ctx context.Context, scope audit.Scope, id uuid.UUID) (*audit.Event, error) {
-	var evs []*audit.Event
-	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
-		evs, err = queryEvents(ctx, tx, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
-			WHERE source_account_id = $1 AND id = $2`, scope.AccountID, id)
-		return err
-	})
+	evs, err := s.readEvents(ctx, scope, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
+		WHERE source_account_id = $1 AND id = $2`, scope.AccountID, id)
 	if err != nil {
 		return nil, err
 	}
@@ -63,14 +80,8 @@ func (s *Store) Chain(ctx context.Context, scope audit.Scope, afterSeq int64, li
 	if scope.ActorID != "" {
 		return nil, audit.Errorf(audit.EFORBIDDEN, "the chain is readable only for a whole account")
 	}
-	var evs []*audit.Event
-	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
-		evs, err = queryEvents(ctx, tx, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
-			WHERE source_account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, scope.AccountID, afterSeq, limit)
-		return err
-	})
-	return evs, err
+	return s.readEvents(ctx, scope, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
+		WHERE source_account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, scope.AccountID, afterSeq, limit)
 }
 
 // Head returns the account's recorded chain head.
@@ -133,7 +144,7 @@ func filterWhere(scope audit.Scope, f audit.Filter) *where {
 	if f.ActionPrefix != "" {
 		// "user." ≤ action < "user/": the prefix range under the C collation.
 		w.add("action >= ?", f.ActionPrefix)
-		w.add("action < ?", f.ActionPrefix[:len(f.ActionPrefix)-1]+"/")
+		w.add("action < ?", prefixEnd(f.ActionPrefix))
 	}
 	w.eq("resource_type", f.ResourceType)
 	w.eq("resource_id", f.ResourceID)
@@ -150,7 +161,56 @@ func filterWhere(scope audit.Scope, f audit.Filter) *where {
 }
 
 // Events returns one page (plus one event) of the filter's events.
+//
+// An action prefix is a range over the action index, which is ordered by
+// action before time: a page of the newest events of a prefix would read
+// and sort every event of every matching action. Instead, the actions of
+// the prefix are taken from the stats rollup (one row per action, migration
+// 0007) and each is read newest first with its own index range, at most a
+// page each, then merged: the cost is a page per action whatever the
+// number of events.
 func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) ([]*audit.Event, error) {
+	if f.ActionPrefix == "" || f.Action != "" {
+		sql, args := eventsQuery(scope, f, nil)
+		return s.readEvents(ctx, scope, sql, args...)
+	}
+	var evs []*audit.Event
+	// One snapshot for the actions and the events.
+	opts := pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}
+	err := s.inScope(ctx, scope, opts, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT DISTINCT action FROM np_nself_audit.np_audit_stats_dims
+			WHERE source_account_id = $1 AND action >= $2 AND action < $3 LIMIT $4`,
+			scope.AccountID, f.ActionPrefix, prefixEnd(f.ActionPrefix), maxPrefixActions+1)
+		if err != nil {
+			return err
+		}
+		actions, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(actions) == 0 {
+			return err // none: no action of the account has the prefix
+		}
+		sql, args := eventsQuery(scope, f, actions)
+		evs, err = queryEvents(ctx, tx, sql, args...)
+		return err
+	})
+	return evs, err
+}
+
+// maxPrefixActions bounds the per-action reads of an action prefix; a
+// prefix of more actions is read as one range.
+const maxPrefixActions = 64
+
+// prefixEnd is the first string after every string that starts with
+// prefix (which ends with "."): "user." -> "user/" under the C collation.
+func prefixEnd(prefix string) string { return prefix[:len(prefix)-1] + "/" }
+
+// eventsQuery returns the SQL of a page of f and its arguments. actions,
+// when set (1 to maxPrefixActions of them), are the actions of f's prefix,
+// each read by its own index range.
+func eventsQuery(scope audit.Scope, f audit.Filter, actions []string) (string, []any) {
+	lateral := len(actions) > 0 && len(actions) <= maxPrefixActions
+	if lateral {
+		f.ActionPrefix = ""
+	}
 	w := filterWhere(scope, f)
 	order, cmp := "DESC", "<"
 	if f.Asc {
@@ -164,8 +224,30 @@ func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) (
 	if limit <= 0 || limit > audit.MaxLimit {
 		limit = audit.DefaultLimit
 	}
-	sql := fmt.Sprintf(`SELECT %s FROM np_nself_audit.np_audit_events WHERE %s
-		ORDER BY occurred_at %s, id %s LIMIT %d`, eventColumns, w, order, order, limit+1)
+	if !lateral {
+		return fmt.Sprintf(`SELECT %s FROM np_nself_audit.np_audit_events WHERE %s
+			ORDER BY occurred_at %s, id %s LIMIT %d`, eventColumns, w, order, order, limit+1), w.args
+	}
+	w.args = append(w.args, actions)
+	w.conds = append(w.conds, "action = a.action")
+	return fmt.Sprintf(`SELECT e.* FROM unnest($%d::text[]) AS a(action)
+		CROSS JOIN LATERAL (SELECT %s FROM np_nself_audit.np_audit_events WHERE %s
+			ORDER BY occurred_at %s, id %s LIMIT %d) e
+		ORDER BY e.occurred_at %s, e.id %s LIMIT %d`,
+		len(w.args), eventColumns, w, order, order, limit+1, order, order, limit+1), w.args
+}
+
+// EventsBySeq returns one page of the filter's events in seq order.
+func (s *Store) EventsBySeq(ctx context.Context, scope audit.Scope, f audit.Filter, afterSeq, toSeq int64, limit int) ([]*audit.Event, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("events by seq: limit %d", limit)
+	}
+	w := filterWhere(scope, f)
+	w.add("seq > ?", afterSeq)
+	if toSeq > 0 {
+		w.add("seq <= ?", toSeq)
+	}
+	sql := fmt.Sprintf(`SELECT %s FROM np_nself_audit.np_audit_events WHERE %s ORDER BY seq LIMIT %d`, eventColumns, w, limit)
 	var evs []*audit.Event
 	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var err error
@@ -178,19 +260,13 @@ func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) (
 // Stats summarises the filter's events. The queries run in one
 // repeatable-read transaction, so the figures agree with each other.
 func (s *Store) Stats(ctx context.Context, scope audit.Scope, f audit.Filter, iv audit.Interval) (*audit.Stats, error) {
+	if scope.ActorID == "" && f == (audit.Filter{Limit: f.Limit, Asc: f.Asc}) {
+		return s.rollupStats(ctx, scope, iv)
+	}
 	w := filterWhere(scope, f)
 	from := "FROM np_nself_audit.np_audit_events WHERE " + w.String()
-	trunc := "day"
-	if iv == audit.Hour {
-		trunc = "hour"
-	}
-	st := &audit.Stats{
-		ByAction:    []audit.ActionCount{},
-		ByActorType: map[string]int64{},
-		ByOutcome:   map[string]int64{},
-		BySeverity:  map[string]int64{},
-		Timeline:    []audit.Bucket{},
-	}
+	trunc := truncOf(iv)
+	st := newStats()
 	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		var first, last *time.Time
 		if err := tx.QueryRow(ctx, `SELECT count(*), min(occurred_at), max(occurred_at),
@@ -234,26 +310,98 @@ func (s *Store) Stats(ctx context.Context, scope audit.Scope, f audit.Filter, iv
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		trows, err := tx.Query(ctx, fmt.Sprintf(`SELECT date_trunc('%s', occurred_at AT TIME ZONE 'UTC') AS b, count(*) %s
-			GROUP BY b ORDER BY b`, trunc, from), w.args...)
-		if err != nil {
-			return err
-		}
-		defer trows.Close()
-		for trows.Next() {
-			var b time.Time
-			var n int64
-			if err := trows.Scan(&b, &n); err != nil {
-				return err
-			}
-			st.Timeline = append(st.Timeline, audit.Bucket{Bucket: audit.FormatTime(b), Count: n})
-		}
-		return trows.Err()
+		return scanTimeline(ctx, tx, fmt.Sprintf(`SELECT date_trunc('%s', occurred_at AT TIME ZONE 'UTC') AS b, count(*) %s
+			GROUP BY b ORDER BY b`, trunc, from), w.args, st)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return st, nil
+}
+
+// rollupStats answers the stats of a whole account from the rollups that
+// the writer keeps (migration 0007), so that the cost does not grow with the
+// number of events: the dimensions and the timeline are read from tables of
+// one row per combination and per hour, distinct actors from one row per
+// actor, and the first and last times from the ends of the time index. A
+// filter, or a caller who sees only its own events, is counted instead.
+func (s *Store) rollupStats(ctx context.Context, scope audit.Scope, iv audit.Interval) (*audit.Stats, error) {
+	trunc := truncOf(iv)
+	st := newStats()
+	const dims = "FROM np_nself_audit.np_audit_stats_dims WHERE source_account_id = $1"
+	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		var first, last *time.Time
+		if err := tx.QueryRow(ctx, `SELECT
+			(SELECT coalesce(sum(events), 0) `+dims+`),
+			(SELECT min(occurred_at) FROM np_nself_audit.np_audit_events WHERE source_account_id = $1),
+			(SELECT max(occurred_at) FROM np_nself_audit.np_audit_events WHERE source_account_id = $1),
+			(SELECT count(*) FROM np_nself_audit.np_audit_stats_actors WHERE source_account_id = $1)`, scope.AccountID).
+			Scan(&st.Total, &first, &last, &st.DistinctActors); err != nil {
+			return err
+		}
+		if first != nil {
+			st.FirstEventAt, st.LastEventAt = audit.FormatTimePtr(*first), audit.FormatTimePtr(*last)
+		}
+		if err := scanPairs(ctx, tx, fmt.Sprintf(`SELECT action, sum(events)::int8 %s GROUP BY action
+			ORDER BY sum(events) DESC, action LIMIT %d`, dims, audit.TopActions), []any{scope.AccountID}, func(k string, n int64) {
+			st.ByAction = append(st.ByAction, audit.ActionCount{Action: k, Count: n})
+		}); err != nil {
+			return err
+		}
+		for _, d := range []struct {
+			col string
+			m   map[string]int64
+		}{{"actor_type", st.ByActorType}, {"outcome", st.ByOutcome}, {"severity", st.BySeverity}} {
+			if err := scanPairs(ctx, tx, `SELECT `+d.col+`, sum(events)::int8 `+dims+` GROUP BY 1`, []any{scope.AccountID},
+				func(k string, n int64) { d.m[k] = n }); err != nil {
+				return err
+			}
+		}
+		return scanTimeline(ctx, tx, fmt.Sprintf(`SELECT date_trunc('%s', hour) AS b, sum(events)::int8
+			FROM np_nself_audit.np_audit_stats_hours WHERE source_account_id = $1 GROUP BY b ORDER BY b`, trunc),
+			[]any{scope.AccountID}, st)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// newStats returns empty stats: lists and maps empty, never nil.
+func newStats() *audit.Stats {
+	return &audit.Stats{
+		ByAction:    []audit.ActionCount{},
+		ByActorType: map[string]int64{},
+		ByOutcome:   map[string]int64{},
+		BySeverity:  map[string]int64{},
+		Timeline:    []audit.Bucket{},
+	}
+}
+
+// truncOf is the date_trunc unit of a timeline interval.
+func truncOf(iv audit.Interval) string {
+	if iv == audit.Hour {
+		return "hour"
+	}
+	return "day"
+}
+
+// scanTimeline appends the (bucket, count) rows of sql to st's timeline.
+func scanTimeline(ctx context.Context, tx pgx.Tx, sql string, args []any, st *audit.Stats) error {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b time.Time
+		var n int64
+		if err := rows.Scan(&b, &n); err != nil {
+			return err
+		}
+		st.Timeline = append(st.Timeline, audit.Bucket{Bucket: audit.FormatTime(b), Count: n})
+	}
+	return rows.Err()
 }
 
 func scanPairs(ctx context.Context, tx pgx.Tx, sql string, args []any, fn func(string, int64)) error {

@@ -183,6 +183,24 @@ func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) (
 	return evs, classify(ctx, err)
 }
 
+// EventsBySeq returns one page of the filter's events in seq order.
+func (s *Store) EventsBySeq(ctx context.Context, scope audit.Scope, f audit.Filter, afterSeq, toSeq int64, limit int) ([]*audit.Event, error) {
+	if limit < 1 { // SQLite would read a negative limit as none
+		return nil, fmt.Errorf("events by seq: limit %d", limit)
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	w := filterWhere(scope, f)
+	w.add("seq > ?", afterSeq)
+	if toSeq > 0 {
+		w.add("seq <= ?", toSeq)
+	}
+	query := fmt.Sprintf(`SELECT %s FROM np_audit_events WHERE %s ORDER BY seq LIMIT %d`, eventColumns, w, limit)
+	evs, err := queryEvents(ctx, s.r, query, w.args...)
+	return evs, classify(ctx, err)
+}
+
 const (
 	microsPerHour = int64(time.Hour / time.Microsecond)
 	microsPerDay  = 24 * microsPerHour

@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) audit.Store) {
 		{"Isolation", testIsolation},
 		{"Filters", testFilters},
 		{"Paging", testPaging},
+		{"EventsBySeq", testEventsBySeq},
 		{"Stats", testStats},
 		{"Metadata", testMetadata},
 		{"Checkpoints", testCheckpoints},
@@ -439,6 +440,87 @@ func testPaging(t *testing.T, s audit.Store) {
 			if before != asc {
 				t.Fatalf("asc=%v: events %d and %d out of order", asc, i-1, i)
 			}
+		}
+	}
+}
+
+// testEventsBySeq: the chain through a filter, in seq order, bounded by
+// seq on both sides, within scope, page by page.
+func testEventsBySeq(t *testing.T, s audit.Store) {
+	names := seed(t, s) // acme: a..g are seq 1..7, occurred an hour apart
+	// A later batch whose events occurred earlier: seq order, not time order.
+	h := Event(t, "acme", base.Add(-time.Hour), "actor_id=alice", "action=user.login")
+	i := Event(t, "acme", base.Add(-2*time.Hour), "actor_id=bob", "action=doc.read")
+	AppendAll(t, s, h, i)
+	names[h.ID], names[i.ID] = "h", "i"
+	at := func(h int) time.Time { return base.Add(time.Duration(h) * time.Hour) }
+	cases := []struct {
+		scope       audit.Scope
+		f           audit.Filter
+		after, to   int64
+		limit       int
+		want        string
+		wantFirstSq int64
+	}{
+		{audit.Scope{}, audit.Filter{}, 0, 0, 100, "abcdefghi", 1},
+		{audit.Scope{}, audit.Filter{}, 3, 0, 100, "defghi", 4},
+		{audit.Scope{}, audit.Filter{}, 3, 5, 100, "de", 4},
+		{audit.Scope{}, audit.Filter{}, 0, 0, 2, "ab", 1},
+		{audit.Scope{}, audit.Filter{}, 9, 0, 100, "", 0},
+		{audit.Scope{}, audit.Filter{}, 20, 0, 100, "", 0},
+		{audit.Scope{}, audit.Filter{ActorID: "alice"}, 0, 0, 100, "abgh", 1},
+		{audit.Scope{}, audit.Filter{ActorID: "alice"}, 1, 7, 100, "bg", 2},
+		{audit.Scope{}, audit.Filter{ActionPrefix: "user."}, 0, 0, 100, "abch", 1},
+		{audit.Scope{}, audit.Filter{ActionPrefix: "user."}, 0, 0, 2, "ab", 1},
+		{audit.Scope{}, audit.Filter{Action: "user.login", Since: at(0)}, 0, 0, 100, "ac", 1},
+		{audit.Scope{}, audit.Filter{Until: at(0)}, 0, 0, 100, "hi", 8},
+		{audit.Scope{}, audit.Filter{Outcome: "denied", Severity: "critical", Source: "files"}, 0, 0, 100, "d", 4},
+		{audit.Scope{}, audit.Filter{ResourceType: "doc", ResourceID: "d9"}, 0, 0, 100, "df", 4},
+		{audit.Scope{}, audit.Filter{ActorType: "system"}, 0, 0, 100, "e", 5},
+		{audit.Scope{}, audit.Filter{Limit: 1, Asc: true}, 0, 0, 100, "abcdefghi", 1}, // paging fields are ignored
+		{audit.Scope{ActorID: "bob"}, audit.Filter{}, 0, 0, 100, "cdi", 3},
+		{audit.Scope{ActorID: "bob"}, audit.Filter{ActorID: "alice"}, 0, 0, 100, "", 0}, // a filter cannot widen the scope
+		{audit.Scope{AccountID: "globex"}, audit.Filter{}, 0, 0, 100, "?", 1},
+		{audit.Scope{AccountID: "initech"}, audit.Filter{}, 0, 0, 100, "", 0},
+		{audit.Scope{}, audit.Filter{ResourceID: "x'; DROP TABLE np_audit_events; --"}, 0, 0, 100, "", 0},
+	}
+	for _, c := range cases {
+		if c.scope.AccountID == "" {
+			c.scope.AccountID = "acme"
+		}
+		evs, err := s.EventsBySeq(context.Background(), c.scope, c.f, c.after, c.to, c.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := letters(names, evs); got != c.want {
+			t.Errorf("%+v %+v (%d, %d] limit %d: got %q, want %q", c.scope, c.f, c.after, c.to, c.limit, got, c.want)
+		}
+		for k, e := range evs {
+			if e.SourceAccountID != c.scope.AccountID || (k == 0 && e.Seq != c.wantFirstSq) || (k > 0 && e.Seq <= evs[k-1].Seq) {
+				t.Errorf("%+v %+v: event %d is %s seq %d", c.scope, c.f, k, e.SourceAccountID, e.Seq)
+			}
+		}
+	}
+	// Walking page by page, after the last seq of each page, visits every
+	// matching event once.
+	var got []*audit.Event
+	for after := int64(0); ; {
+		evs, err := s.EventsBySeq(context.Background(), audit.Scope{AccountID: "acme"}, audit.Filter{ActorID: "alice"}, after, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		got = append(got, evs...)
+		after = evs[len(evs)-1].Seq
+	}
+	if l := letters(names, got); l != "abgh" {
+		t.Errorf("page walk: got %q, want abgh", l)
+	}
+	for _, limit := range []int{0, -1} {
+		if _, err := s.EventsBySeq(context.Background(), audit.Scope{AccountID: "acme"}, audit.Filter{}, 0, 0, limit); err == nil {
+			t.Errorf("limit %d: no error", limit)
 		}
 	}
 }
