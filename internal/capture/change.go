@@ -134,14 +134,8 @@ func Action(schema, table, op string) (string, error) {
 	return a, nil
 }
 
-func strconvQuote(s string) string { return strconv.Quote(truncate(s, 128)) }
+func strconvQuote(s string) string { return strconv.Quote(audit.Clip(s, 128)) }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
 
 // Input maps the change to an event input: action <table>.<op>, actor
 // from the session (actor_type user) or none (system), resource type the
