@@ -136,7 +136,6 @@ func Action(schema, table, op string) (string, error) {
 
 func strconvQuote(s string) string { return strconv.Quote(audit.Clip(s, 128)) }
 
-
 // Input maps the change to an event input: action <table>.<op>, actor
 // from the session (actor_type user) or none (system), resource type the
 // table, resource id the key, metadata the changed columns (whole row for
