@@ -25,20 +25,29 @@ func queryEvents(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]*au
 	return scanEvents(rows)
 }
 
-// readEvents runs one query of events in scope in a single round trip: the
-// scope and the query travel as one pipelined batch, which PostgreSQL runs
-// as one implicit, read-only transaction.
-func (s *Store) readEvents(ctx context.Context, scope audit.Scope, sql string, args ...any) ([]*audit.Event, error) {
+// read runs the queries that queue adds, in scope, in a single round trip:
+// the scope and the queries travel as one pipelined batch, which PostgreSQL
+// runs as one implicit, read-only transaction. The queries' callbacks run
+// as their results arrive.
+func (s *Store) read(ctx context.Context, scope audit.Scope, queue func(b *pgx.Batch)) error {
 	b := &pgx.Batch{}
 	b.Queue(scopeSQL+`, set_config('transaction_read_only', 'on', true)`, scope.AccountID, scope.ActorID, roleOf(scope))
+	queue(b)
+	return classify(s.pool.SendBatch(ctx, b).Close())
+}
+
+// readEvents runs one query of events in scope in a single round trip.
+func (s *Store) readEvents(ctx context.Context, scope audit.Scope, sql string, args ...any) ([]*audit.Event, error) {
 	var evs []*audit.Event
-	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
-		var err error
-		evs, err = scanEvents(rows)
-		return err
+	err := s.read(ctx, scope, func(b *pgx.Batch) {
+		b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+			var err error
+			evs, err = scanEvents(rows)
+			return err
+		})
 	})
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return nil, classify(err)
+	if err != nil {
+		return nil, err
 	}
 	return evs, nil
 }
@@ -170,29 +179,33 @@ func filterWhere(scope audit.Scope, f audit.Filter) *where {
 // page each, then merged: the cost is a page per action whatever the
 // number of events.
 func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) ([]*audit.Event, error) {
-	if f.ActionPrefix == "" || f.Action != "" {
-		sql, args := eventsQuery(scope, f, nil)
+	// The rollup counts the whole account: an actor-scoped caller (whose
+	// role may not read it) reads the prefix as one range of its own events.
+	if f.ActionPrefix == "" || f.Action != "" || scope.ActorID != "" {
+		sql, args := eventsQuery(scope, f, false)
 		return s.readEvents(ctx, scope, sql, args...)
 	}
+	// One round trip: how many actions the prefix has, and the page read
+	// per action. Past maxPrefixActions, the page is read again as one range.
+	var n int
 	var evs []*audit.Event
-	// One snapshot for the actions and the events.
-	opts := pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}
-	err := s.inScope(ctx, scope, opts, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT DISTINCT action FROM np_nself_audit.np_audit_stats_dims
-			WHERE source_account_id = $1 AND action >= $2 AND action < $3 LIMIT $4`,
-			scope.AccountID, f.ActionPrefix, prefixEnd(f.ActionPrefix), maxPrefixActions+1)
-		if err != nil {
+	sql, args := eventsQuery(scope, f, true)
+	err := s.read(ctx, scope, func(b *pgx.Batch) {
+		b.Queue(`SELECT count(*) FROM (SELECT DISTINCT action FROM np_nself_audit.np_audit_stats_dims
+			WHERE source_account_id = $1 AND action >= $2 AND action < $3 LIMIT $4) a`,
+			scope.AccountID, f.ActionPrefix, prefixEnd(f.ActionPrefix), maxPrefixActions+1).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+		b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+			var err error
+			evs, err = scanEvents(rows)
 			return err
-		}
-		actions, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil || len(actions) == 0 {
-			return err // none: no action of the account has the prefix
-		}
-		sql, args := eventsQuery(scope, f, actions)
-		evs, err = queryEvents(ctx, tx, sql, args...)
-		return err
+		})
 	})
-	return evs, err
+	if err != nil || n <= maxPrefixActions {
+		return evs, err
+	}
+	sql, args = eventsQuery(scope, f, false)
+	return s.readEvents(ctx, scope, sql, args...)
 }
 
 // maxPrefixActions bounds the per-action reads of an action prefix; a
@@ -203,12 +216,13 @@ const maxPrefixActions = 64
 // prefix (which ends with "."): "user." -> "user/" under the C collation.
 func prefixEnd(prefix string) string { return prefix[:len(prefix)-1] + "/" }
 
-// eventsQuery returns the SQL of a page of f and its arguments. actions,
-// when set (1 to maxPrefixActions of them), are the actions of f's prefix,
-// each read by its own index range.
-func eventsQuery(scope audit.Scope, f audit.Filter, actions []string) (string, []any) {
-	lateral := len(actions) > 0 && len(actions) <= maxPrefixActions
-	if lateral {
+// eventsQuery returns the SQL of a page of f and its arguments. With
+// perAction, f's action prefix is read action by action: the account's
+// actions of the prefix come from the stats rollup, and each is read
+// through its own index range.
+func eventsQuery(scope audit.Scope, f audit.Filter, perAction bool) (string, []any) {
+	prefix := f.ActionPrefix
+	if perAction {
 		f.ActionPrefix = ""
 	}
 	w := filterWhere(scope, f)
@@ -224,17 +238,18 @@ func eventsQuery(scope audit.Scope, f audit.Filter, actions []string) (string, [
 	if limit <= 0 || limit > audit.MaxLimit {
 		limit = audit.DefaultLimit
 	}
-	if !lateral {
+	if !perAction {
 		return fmt.Sprintf(`SELECT %s FROM np_nself_audit.np_audit_events WHERE %s
 			ORDER BY occurred_at %s, id %s LIMIT %d`, eventColumns, w, order, order, limit+1), w.args
 	}
-	w.args = append(w.args, actions)
+	w.args = append(w.args, prefix, prefixEnd(prefix))
 	w.conds = append(w.conds, "action = a.action")
-	return fmt.Sprintf(`SELECT e.* FROM unnest($%d::text[]) AS a(action)
+	return fmt.Sprintf(`SELECT e.* FROM (SELECT DISTINCT action FROM np_nself_audit.np_audit_stats_dims
+			WHERE source_account_id = $1 AND action >= $%d AND action < $%d) a
 		CROSS JOIN LATERAL (SELECT %s FROM np_nself_audit.np_audit_events WHERE %s
 			ORDER BY occurred_at %s, id %s LIMIT %d) e
 		ORDER BY e.occurred_at %s, e.id %s LIMIT %d`,
-		len(w.args), eventColumns, w, order, order, limit+1, order, order, limit+1), w.args
+		len(w.args)-1, len(w.args), eventColumns, w, order, order, limit+1, order, order, limit+1), w.args
 }
 
 // EventsBySeq returns one page of the filter's events in seq order.
@@ -248,13 +263,7 @@ func (s *Store) EventsBySeq(ctx context.Context, scope audit.Scope, f audit.Filt
 		w.add("seq <= ?", toSeq)
 	}
 	sql := fmt.Sprintf(`SELECT %s FROM np_nself_audit.np_audit_events WHERE %s ORDER BY seq LIMIT %d`, eventColumns, w, limit)
-	var evs []*audit.Event
-	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
-		evs, err = queryEvents(ctx, tx, sql, w.args...)
-		return err
-	})
-	return evs, err
+	return s.readEvents(ctx, scope, sql, w.args...)
 }
 
 // Stats summarises the filter's events. The queries run in one
