@@ -473,11 +473,15 @@ function openDetail(tr) {
   $('detail-metadata').textContent = meta;
   const d = $('detail');
   if (!d.open) d.showModal();
-  $('detail-close').focus();
+  // Focus the title, not the Close button: the Enter that opened the
+  // detail must not also press Close.
+  $('detail-title').focus();
 }
 
+// onDetailClose gives the row its focus back, unless the browser already
+// did (it restores the focus of before showModal) and the user moved on.
 function onDetailClose() {
-  if (detailRow && detailRow.isConnected) focusRow(detailRow);
+  if (detailRow && detailRow.isConnected && !$('rows').contains(document.activeElement)) focusRow(detailRow);
   detailRow = null;
 }
 
@@ -539,7 +543,7 @@ function drawChart() {
   const top = 14, bottom = 18;
   const plot = height - top - bottom;
   const step = width / days.length;
-  const s = svg('svg', { viewBox: '0 0 ' + width + ' ' + height, role: 'img', preserveAspectRatio: 'none' });
+  const s = svg('svg', { viewBox: '0 0 ' + width + ' ' + height, role: 'img' });
   const title = svg('title', {});
   title.textContent = 'Events per day (UTC), ' + days[0][0] + ' to ' + days[days.length - 1][0] + ', at most ' + max + ' a day';
   s.appendChild(title);
@@ -564,12 +568,23 @@ function drawChart() {
   chart.replaceChildren(s);
 }
 
+// readsChain tells whether the caller may read the whole chain: the plugin
+// token and the admin roles (the API answers 403 to anyone else).
+function readsChain() {
+  const who = (session && session.who) || {};
+  return who.kind === 'plugin' || who.role === 'admin' || who.role === 'nself_admin';
+}
+
 async function loadChain(signal) {
   $('chain-error').textContent = '';
   chainState.checkpoint = null;
   const state = $('chain-state');
   state.replaceChildren();
-  $('verify').hidden = false;
+  $('verify').hidden = !readsChain();
+  if (!readsChain()) {
+    setKV(state, [['Chain', 'shown to the plugin token and admin roles only']]);
+    return;
+  }
   let cp;
   try {
     cp = await api('api/v1/checkpoints/latest', { signal: signal });
@@ -620,7 +635,7 @@ async function verifyNow() {
     items.push(el('p', 'broken', 'Broken at seq ' + r.first_broken_seq + ': ' + r.reason));
   }
   const dl = el('dl', 'kv');
-  setKV(dl, [['Reason', r.reason], ['Head seq', head.seq], ['Head hash', head.hash, true]]);
+  setKV(dl, [['Head seq', head.seq], ['Head hash', head.hash, true]]);
   items.push(dl);
   out.replaceChildren(...items);
 }
