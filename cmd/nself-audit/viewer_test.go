@@ -29,10 +29,11 @@ import (
 // always, locally unless NSELF_AUDIT_SKIP_BROWSER=1 asks to skip.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
+	names := []string{"/usr/bin/chromium", "chromium", "chromium-browser"}
 	if p := os.Getenv("NSELF_AUDIT_CHROMIUM"); p != "" {
-		return p
+		names = []string{p}
 	}
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser"} {
+	for _, name := range names {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
