@@ -5,6 +5,10 @@ import (
 	"context"
 	"fmt"
 	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -245,6 +249,37 @@ func consoleErrors(ms []chromedp.ConsoleMessage) []string {
 	return errs
 }
 
+// prefixProxy serves target under prefix, as the stack's Nginx does
+// (rewrite ^/nself-audit/(.*)$ /$1), without buffering the live tail. Other
+// paths are 404.
+func prefixProxy(t *testing.T, target, prefix string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			r.Out.URL.Path = strings.TrimPrefix(r.In.URL.Path, prefix)
+			r.Out.URL.RawPath = ""
+		},
+		FlushInterval: -1,
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, prefix+"/") {
+			http.NotFound(w, r)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections() // the live tail's stream would hold Close
+		srv.Close()
+	})
+	return srv.URL
+}
+
 func TestViewerBrowser(t *testing.T) {
 	t.Parallel()
 	began := time.Now()
@@ -303,6 +338,11 @@ func TestViewerBrowser(t *testing.T) {
 	b.wait("user.* events", rows+` === 9 && [...document.querySelectorAll('#rows td.action')].every(td => td.textContent.startsWith('user.'))`)
 	b.do("filter by outcome", chromedp.Evaluate[chromedp.Void](`(() => { const s = document.getElementById('f-outcome'); s.value = 'failure'; s.dispatchEvent(new Event('change')); })()`))
 	b.wait("failed sign-ins", rows+` === 5`)
+	// Back and Forward step through the filters applied.
+	b.do("back", chromedp.NavigateBack())
+	b.wait("the action filter alone", rows+` === 9 && document.getElementById('f-outcome').value === '' && !location.search.includes('outcome')`)
+	b.do("forward", chromedp.NavigateForward())
+	b.wait("both filters again", rows+` === 5 && document.getElementById('f-outcome').value === 'failure'`)
 	shared := evalJS[string](b, `location.href`)
 	if !strings.Contains(shared, "action=user.*") || !strings.Contains(shared, "outcome=failure") || !strings.Contains(shared, "account=acme") {
 		t.Errorf("the URL does not hold the view: %s", shared)
@@ -379,6 +419,18 @@ func TestViewerBrowser(t *testing.T) {
 	b.do("JWT sign-in", chromedp.SendKeys(chromedp.CSS("#token"), jwt+kb.Enter))
 	b.wait("u2's events", rows+` === 9 && document.getElementById('who').textContent.includes('JWT user')`)
 	b.wait("no chain for a reader", `document.getElementById('verify').hidden && document.getElementById('chain-state').textContent.includes('admin roles only')`)
+
+	// Under a proxy prefix, as behind the stack's Nginx at /nself-audit/:
+	// every URL of the page is relative, the live tail included.
+	proxy := prefixProxy(t, s.url, "/nself-audit")
+	b.do("sign out", chromedp.Click(chromedp.CSS("#signout")))
+	b.do("open under /nself-audit/", chromedp.Navigate(proxy+"/nself-audit/?account=acme&actor_id=u9#token="+testSecret))
+	b.wait("the view under the prefix", rows+` === 1 && document.querySelector('#chart rect') !== null &&
+		document.getElementById('chain-state').textContent.includes('seq 130') && location.pathname === '/nself-audit/'`)
+	b.do("live on", chromedp.Click(chromedp.CSS("#live")))
+	b.wait("the stream", `document.getElementById('live-status').dataset.state === 'connected'`)
+	s.post("acme", `{"actor_id":"u9","action":"live.prefixed"}`)
+	b.wait("the live event under the prefix", rows+` === 2 && document.querySelector('#rows tr:first-child td.action').textContent === 'live.prefixed'`)
 
 	for _, m := range consoleErrors(b.takeConsole()) {
 		t.Errorf("console: %s", m)
