@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -251,9 +253,22 @@ func consoleErrors(ms []chromedp.ConsoleMessage) []string {
 
 // prefixProxy serves target under prefix, as the stack's Nginx does
 // (rewrite ^/nself-audit/(.*)$ /$1), without buffering the live tail. Other
-// paths are 404.
-func prefixProxy(t *testing.T, target, prefix string) string {
+// paths are 404. It records the Last-Event-ID of each stream request.
+type prefixProxy struct {
+	*httptest.Server
+	mu          sync.Mutex
+	lastEventID []string
+}
+
+func (p *prefixProxy) streamResumes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.lastEventID)
+}
+
+func newPrefixProxy(t *testing.T, target, prefix string) *prefixProxy {
 	t.Helper()
+	p := &prefixProxy{}
 	u, err := url.Parse(target)
 	if err != nil {
 		t.Fatal(err)
@@ -271,13 +286,19 @@ func prefixProxy(t *testing.T, target, prefix string) string {
 			http.NotFound(w, r)
 			return
 		}
+		if strings.HasSuffix(r.URL.Path, "/events/stream") {
+			p.mu.Lock()
+			p.lastEventID = append(p.lastEventID, r.Header.Get("Last-Event-ID"))
+			p.mu.Unlock()
+		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(func() {
 		srv.CloseClientConnections() // the live tail's stream would hold Close
 		srv.Close()
 	})
-	return srv.URL
+	p.Server = srv
+	return p
 }
 
 func TestViewerBrowser(t *testing.T) {
@@ -422,9 +443,9 @@ func TestViewerBrowser(t *testing.T) {
 
 	// Under a proxy prefix, as behind the stack's Nginx at /nself-audit/:
 	// every URL of the page is relative, the live tail included.
-	proxy := prefixProxy(t, s.url, "/nself-audit")
+	proxy := newPrefixProxy(t, s.url, "/nself-audit")
 	b.do("sign out", chromedp.Click(chromedp.CSS("#signout")))
-	b.do("open under /nself-audit/", chromedp.Navigate(proxy+"/nself-audit/?account=acme&actor_id=u9#token="+testSecret))
+	b.do("open under /nself-audit/", chromedp.Navigate(proxy.URL+"/nself-audit/?account=acme&actor_id=u9#token="+testSecret))
 	b.wait("the view under the prefix", rows+` === 1 && document.querySelector('#chart rect') !== null &&
 		document.getElementById('chain-state').textContent.includes('seq 130') && location.pathname === '/nself-audit/'`)
 	b.do("live on", chromedp.Click(chromedp.CSS("#live")))
@@ -432,8 +453,25 @@ func TestViewerBrowser(t *testing.T) {
 	s.post("acme", `{"actor_id":"u9","action":"live.prefixed"}`)
 	b.wait("the live event under the prefix", rows+` === 2 && document.querySelector('#rows tr:first-child td.action').textContent === 'live.prefixed'`)
 
+	// A dropped stream reconnects with Last-Event-ID: an event committed
+	// while it was down arrives, and none twice.
+	seq := s.get("/api/v1/events?limit=1", pluginHeaders("acme")).events()[0]["seq"].(float64)
 	for _, m := range consoleErrors(b.takeConsole()) {
 		t.Errorf("console: %s", m)
+	}
+	proxy.CloseClientConnections()
+	s.post("acme", `{"actor_id":"u9","action":"live.resumed"}`)
+	b.wait("the event of the gap", rows+` === 3 && document.querySelector('#rows tr:first-child td.action').textContent === 'live.resumed' &&
+		document.getElementById('live-status').dataset.state === 'connected'`)
+	if got, want := proxy.streamResumes(), []string{"", strconv.Itoa(int(seq))}; !slices.Equal(got, want) {
+		t.Errorf("stream requests with Last-Event-ID %q, want %q", got, want)
+	}
+
+	for _, m := range consoleErrors(b.takeConsole()) {
+		// The browser itself logs the stream that was cut.
+		if !strings.Contains(m, "[network]") || !strings.Contains(m, "/events/stream") {
+			t.Errorf("console: %s", m)
+		}
 	}
 	t.Logf("browser test: %s", time.Since(began).Round(time.Millisecond))
 }

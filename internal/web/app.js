@@ -703,13 +703,14 @@ async function runLive(l) {
       setLiveStatus(liveText(l), 'connected');
       await readSSE(res.body, conn, (frame) => onFrame(l, frame));
     } catch (e) {
+      // A network error or the watchdog: reconnect below.
       if (live !== l) return;
-      if (!isAbort(e)) setLiveStatus('Live: connection lost (' + e.message + '); reconnecting…', 'connecting');
     } finally {
       l.controller.signal.removeEventListener('abort', stop);
       conn.abort();
     }
     if (live !== l) return;
+    setLiveStatus('Live: connection lost; reconnecting…', 'connecting');
     l.retries++;
     await sleep(Math.min(30000, 500 * 2 ** Math.min(l.retries, 6)), l.controller.signal);
   }
