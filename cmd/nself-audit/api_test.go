@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/nself-org/nself-audit/client"
 )
 
 func TestHealthAndReady(t *testing.T) {
@@ -56,6 +60,22 @@ func TestDatabaseGone(t *testing.T) {
 	}
 	if r := s.do("GET", "/api/v1/events", pluginHeaders(""), ""); r.status != 503 {
 		t.Errorf("read without database: %d %s", r.status, r.raw)
+	}
+	// The client reads the probes' 503 answers, and retries a 503 (after
+	// its Retry-After) before it reports it.
+	c := s.client("", client.WithRetries(1))
+	ctx := context.Background()
+	if h, err := c.Health(ctx); err != nil || h.Status != "degraded" || h.Reason != "database unavailable" {
+		t.Errorf("client Health without database: %+v %v", h, err)
+	}
+	if h, err := c.Ready(ctx); err != nil || h.Status != "not_ready" {
+		t.Errorf("client Ready without database: %+v %v", h, err)
+	}
+	began := time.Now()
+	_, err := c.PostEvent(ctx, client.NewEvent{ActorID: "u1", Action: "user.login"})
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || apiErr.Code != client.CodeUnavailable || time.Since(began) < time.Second {
+		t.Errorf("client write without database: %v after %s; want a 503 after one retry a second later", err, time.Since(began))
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
+	"github.com/nself-org/nself-audit/internal/capture"
 	"github.com/nself-org/nself-audit/internal/httpapi"
 )
 
@@ -41,6 +42,9 @@ type Config struct {
 	CheckpointInterval  time.Duration // NSELF_AUDIT_CHECKPOINT_SECONDS
 
 	stream httpapi.StreamConfig // defaults; tests shorten them
+	// Redact adds name patterns of secret columns to the defaults
+	// (NSELF_AUDIT_REDACT_COLUMNS, comma-separated).
+	Redact []string
 }
 
 // requireSecret is the serve verb's check: with PostgreSQL the plugin token
@@ -65,22 +69,7 @@ const minSecretLen = 16
 // LoadConfig reads the configuration from getenv. Each error names the
 // variable at fault and never its value.
 func LoadConfig(getenv func(string) string) (*Config, error) {
-	env := func(name string) (string, error) {
-		v := getenv(name)
-		if v != "" {
-			return v, nil
-		}
-		// NAME_FILE holds the value in a file (Docker secrets).
-		path := getenv(name + "_FILE")
-		if path == "" {
-			return "", nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return "", fmt.Errorf("%s_FILE: cannot read %s", name, path)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
+	env := func(name string) (string, error) { return readEnv(getenv, name) }
 	cfg := &Config{Host: "127.0.0.1", Port: 3843, LogLevel: slog.LevelInfo}
 	var err error
 	if cfg.DatabaseURL, err = env("DATABASE_URL"); err != nil {
@@ -122,22 +111,8 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		}
 		cfg.Port = p
 	}
-	if cfg.Secret, err = env("PLUGIN_INTERNAL_SECRET"); err != nil {
+	if cfg.Secret, err = readSecret(getenv); err != nil {
 		return nil, err
-	}
-	name := "PLUGIN_INTERNAL_SECRET"
-	if cfg.Secret == "" {
-		name = "PLUGIN_SECRET"
-		if cfg.Secret, err = env("PLUGIN_SECRET"); err != nil {
-			return nil, err
-		}
-	}
-	switch {
-	case cfg.Secret == "":
-		// Embedded: made or read from the data folder at start. PostgreSQL:
-		// required to serve (requireSecret), not to migrate.
-	case len(cfg.Secret) < minSecretLen:
-		return nil, fmt.Errorf("%s: must be at least %d characters", name, minSecretLen)
 	}
 	jwtRaw, err := env("HASURA_GRAPHQL_JWT_SECRET")
 	if err != nil {
@@ -172,6 +147,9 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		}
 		cfg.CheckpointInterval = time.Duration(n) * time.Second
 	}
+	if cfg.Redact, err = capture.ParsePatterns(getenv("NSELF_AUDIT_REDACT_COLUMNS")); err != nil {
+		return nil, fmt.Errorf("NSELF_AUDIT_REDACT_COLUMNS: %v", err)
+	}
 	switch v := strings.ToLower(getenv("LOG_LEVEL")); v {
 	case "", "info":
 	case "debug":
@@ -191,6 +169,46 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		return nil, fmt.Errorf("LOG_FORMAT: must be text or json")
 	}
 	return cfg, nil
+}
+
+// readEnv returns the variable name, else the trimmed content of the file
+// that NAME_FILE names (Docker secrets). An error names the variable, never
+// the value.
+func readEnv(getenv func(string) string, name string) (string, error) {
+	v := getenv(name)
+	if v != "" {
+		return v, nil
+	}
+	path := getenv(name + "_FILE")
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s_FILE: cannot read %s", name, path)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// readSecret returns the plugin token: PLUGIN_INTERNAL_SECRET, else
+// PLUGIN_SECRET, each also as *_FILE; "" when none is set. The service and
+// the client verbs read it the same way.
+func readSecret(getenv func(string) string) (string, error) {
+	secret, err := readEnv(getenv, "PLUGIN_INTERNAL_SECRET")
+	if err != nil {
+		return "", err
+	}
+	name := "PLUGIN_INTERNAL_SECRET"
+	if secret == "" {
+		name = "PLUGIN_SECRET"
+		if secret, err = readEnv(getenv, "PLUGIN_SECRET"); err != nil {
+			return "", err
+		}
+	}
+	if secret != "" && len(secret) < minSecretLen {
+		return "", fmt.Errorf("%s: must be at least %d characters", name, minSecretLen)
+	}
+	return secret, nil
 }
 
 // Files kept in the data folder when nothing configures them.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
+	"github.com/nself-org/nself-audit/internal/capture"
 	"github.com/nself-org/nself-audit/internal/httpapi"
 	"github.com/nself-org/nself-audit/internal/ingest"
 	"github.com/nself-org/nself-audit/internal/metrics"
@@ -52,13 +53,24 @@ Usage:
   nself-audit verify --file events.ndjson
                          verify an export offline (no server, no database)
   nself-audit bench --mode single|batch|query|stats   load a running server over HTTP
+  nself-audit capture add|list|remove|hasura ...
+                         capture data changes without code (see "nself-audit capture help")
   nself-audit version    print the version
+
+Client verbs, against a running service ($NSELF_AUDIT_URL, default
+http://127.0.0.1:3843, with $PLUGIN_INTERNAL_SECRET; --help on each):
+  nself-audit events list|get|tail   list, show or follow events
+  nself-audit stats                  summarise events
+  nself-audit export --output FILE   the chain as NDJSON or CSV (resumable)
+  nself-audit import --file FILE     record the events of an NDJSON export
+  nself-audit verify                 verify the account's chain on the server
 
 Environment: DATABASE_URL (PostgreSQL; unset or sqlite:PATH for the embedded
 store), NSELF_AUDIT_DATA_DIR (./data), PORT (3843), HOST (127.0.0.1),
 PLUGIN_INTERNAL_SECRET (or PLUGIN_SECRET), HASURA_GRAPHQL_JWT_SECRET,
 NSELF_AUDIT_SIGNING_KEY(_FILE), NSELF_AUDIT_CHECKPOINT_EVENTS (1000),
-NSELF_AUDIT_CHECKPOINT_SECONDS (60), LOG_LEVEL, LOG_FORMAT.
+NSELF_AUDIT_CHECKPOINT_SECONDS (60), NSELF_AUDIT_REDACT_COLUMNS, LOG_LEVEL,
+LOG_FORMAT.
 See README.md and docs/.
 `
 
@@ -97,9 +109,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "verify":
-		return verifyFile(args[1:], stdout, stderr)
+		return verifyVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "events":
+		return eventsVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "stats":
+		return statsVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "export":
+		return exportVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "import":
+		return importVerb(ctx, args[1:], getenv, stdout, stderr)
 	case "bench":
 		return benchVerb(ctx, args[1:], getenv, stdout, stderr)
+	case "capture":
+		return captureVerb(ctx, args[1:], getenv, stdout, stderr)
 	case "serve", "migrate":
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "nself-audit %s: takes no arguments\n", verb)
@@ -247,6 +269,9 @@ type Main struct {
 	stopCheckpoints context.CancelFunc
 	checkpointsDone chan struct{}
 
+	stopMover context.CancelFunc // table capture (PostgreSQL only)
+	moverDone chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -293,6 +318,9 @@ func (m *Main) Run(ctx context.Context) error {
 		m.stopCheckpoints, m.checkpointsDone = stopCP, make(chan struct{})
 		go m.checkpointLoop(cpCtx)
 	}
+	if m.pg != nil {
+		m.startMover()
+	}
 
 	api := httpapi.New(httpapi.Config{
 		Store:   store,
@@ -306,6 +334,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 		Notifier: notifier,
 		Stream:   m.cfg.stream,
+		Redactor: capture.NewRedactor(m.cfg.Redact),
 	})
 	m.api = api
 	ln, err := net.Listen("tcp", m.cfg.Addr())
@@ -460,6 +489,7 @@ func (m *Main) close() error {
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
 	}
+	m.stopMoving() // before the writer closes: its last round writes through it
 	if m.writer != nil {
 		errs = append(errs, m.writer.Close(ctx))
 	}

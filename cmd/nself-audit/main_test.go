@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/nself-org/nself-audit/client"
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
 	"github.com/nself-org/nself-audit/internal/pgtest"
@@ -102,6 +103,20 @@ func startOn(t testing.TB, dbURL, sqlitePath string, opts ...option) *service {
 	}
 	t.Cleanup(func() { m.Close() })
 	return &service{t: t, url: "http://" + m.Addr(), dbURL: dbURL, main: m}
+}
+
+// client returns a client of the service with the plugin token, acting for
+// account ("" names none: primary).
+func (s *service) client(account string, opts ...client.Option) *client.Client {
+	s.t.Helper()
+	if account != "" {
+		opts = append([]client.Option{client.WithAccount(account)}, opts...)
+	}
+	c, err := client.New(s.url, testSecret, opts...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return c
 }
 
 // response is a decoded answer.

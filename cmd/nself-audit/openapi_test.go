@@ -737,6 +737,21 @@ func (r *oaRun) conform() {
 	r.do(oaCall{"POST", "/api/v1/events/batch", plugin, `{"events":[{"action":"a.b","actor_id":"u","metadata":{"x":"` + strings.Repeat("x", 16<<20) + `"}}]}`, 413})
 	r.do(oaCall{"POST", "/api/v1/events/batch", plugin, `{"events":[{"actor_id":"u1","action":"doc.read"},{"actor_type":"system","action":"backup.completed"}]}`, 201})
 
+	// Hasura deliveries (docs/CAPTURE.md).
+	const hook = "/api/v1/hooks/hasura"
+	insert := hasuraPayload(t, "insert.json")
+	r.do(oaCall{"POST", hook, plugin, insert, 201})
+	r.do(oaCall{"POST", hook, plugin, strings.Replace(insert, `"current_retry": 0`, `"current_retry": 1`, 1), 200})
+	r.do(oaCall{"POST", hook, plugin, `{"payload":` + insert + `}`, 200})
+	r.do(oaCall{"POST", hook, plugin, strings.Replace(insert, "Ada Lovelace", "Charles Babbage", 1), 409})
+	r.do(oaCall{"POST", hook, oaWith(plugin, "X-Request-Id", "req-hook-1"), hasuraPayload(t, "wrapped.json"), 201})
+	r.do(oaCall{"POST", hook + "?key=customer", plugin, oaHookBody(t, "key"), 201})
+	r.do(oaCall{"POST", hook, plugin, hasuraPayload(t, "update.json"), 201})
+	r.do(oaCall{"POST", hook, plugin, `{"id":"x"}`, 400})
+	r.do(oaCall{"POST", hook + "?colour=red", plugin, oaHookBody(t, "colour"), 400})
+	r.do(oaCall{"POST", hook, pluginHeaders("globex"), oaHookBody(t, "globex"), 400}) // the event is acme's
+	r.do(oaCall{"POST", hook, plugin, `{"id":"big","x":"` + strings.Repeat("x", 16<<20) + `"}`, 413})
+
 	// Reading events.
 	page := r.do(oaCall{"GET", "/api/v1/events?limit=2", plugin, "", 200})
 	for cursor, _ := page.body["next_cursor"].(string); cursor != ""; cursor, _ = page.body["next_cursor"].(string) {
@@ -830,6 +845,9 @@ func (r *oaRun) conform() {
 		}
 		accepted := r.o.security(method, tmpl)
 		for name, h := range schemes {
+			if op == "POST /api/v1/hooks/hasura" {
+				body = oaHookBody(t, "scheme-"+name) // a new Hasura event each time: 201
+			}
 			want := 403
 			if len(accepted) == 0 || slices.Contains(accepted, name) {
 				want = map[string]int{"POST": 201}[method]
@@ -989,6 +1007,7 @@ func (r *oaRun) databaseGone() {
 		r.do(oaCall{"GET", path, plugin, "", 503})
 	}
 	r.do(oaCall{"POST", "/api/v1/checkpoints", plugin, "", 503})
+	r.do(oaCall{"POST", "/api/v1/hooks/hasura", plugin, oaHookBody(t, "gone"), 503})
 	if r.served("GET /api/v1/events/stream") {
 		r.stream(oaCall{"GET", "/api/v1/events/stream", oaWith(plugin, "Last-Event-ID", "1"), "", 503}, 0, 10*time.Second, nil)
 	}
@@ -1022,4 +1041,10 @@ func (r *oaRun) checkCoverage() {
 			}
 		}
 	}
+}
+
+// oaHookBody is the recorded Hasura insert of account acme under another
+// event id, derived from tag.
+func oaHookBody(t *testing.T, tag string) string {
+	return strings.Replace(hasuraPayload(t, "insert.json"), `"id": "`, `"id": "`+tag+`-`, 1)
 }

@@ -2,20 +2,30 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nself-org/nself-audit/client"
 )
 
 // postN records n events for account and returns their hashes by seq.
 func postN(s *service, account string, n int) []string {
+	s.t.Helper()
+	c := s.client(account)
 	hashes := []string{""}
 	for i := 0; i < n; i++ {
-		e := s.post(account, fmt.Sprintf(`{"actor_id":"u%d","action":"doc.read","metadata":{"i":%d}}`, i%3, i))
-		hashes = append(hashes, e["hash"].(string))
+		e, err := c.PostEvent(context.Background(), client.NewEvent{ActorID: fmt.Sprintf("u%d", i%3), Action: "doc.read",
+			Metadata: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		hashes = append(hashes, e.Hash)
 	}
 	return hashes
 }

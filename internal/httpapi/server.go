@@ -12,6 +12,7 @@ import (
 
 	"github.com/nself-org/nself-audit/internal/audit"
 	"github.com/nself-org/nself-audit/internal/auth"
+	"github.com/nself-org/nself-audit/internal/capture"
 	"github.com/nself-org/nself-audit/internal/metrics"
 	"github.com/nself-org/nself-audit/internal/notify"
 )
@@ -38,6 +39,7 @@ type Server struct {
 	streams      chan struct{} // one token per open stream
 	streamsCtx   context.Context
 	closeStreams context.CancelFunc
+	redactor     *capture.Redactor // secret-looking columns of captured changes
 }
 
 // Config is what New needs. Every field is required but Logger and Now.
@@ -56,6 +58,9 @@ type Config struct {
 	// rely on their poll alone.
 	Notifier *notify.Notifier
 	Stream   StreamConfig
+	// Redactor picks the columns of captured changes that are redacted;
+	// nil: the default patterns only.
+	Redactor *capture.Redactor
 }
 
 // New returns a Server.
@@ -86,6 +91,9 @@ func New(cfg Config) *Server {
 	}
 	s.streams = make(chan struct{}, s.stream.Max)
 	s.streamsCtx, s.closeStreams = context.WithCancel(context.Background())
+	if s.redactor = cfg.Redactor; s.redactor == nil {
+		s.redactor = capture.NewRedactor(nil)
+	}
 	return s
 }
 
@@ -130,6 +138,7 @@ func (s *Server) routes() *routeMux {
 	mux.Handle("GET /api/v1/checkpoints", api(s.handleListCheckpoints))
 	mux.Handle("GET /api/v1/checkpoints/latest", api(s.handleLatestCheckpoint))
 	mux.Handle("GET /api/v1/public-key", api(s.handlePublicKey))
+	mux.Handle("POST /api/v1/hooks/hasura", api(s.handleHasuraHook))
 	if s.metrics != nil {
 		// Behind the plugin token like the API: a scrape config sends it
 		// as its bearer token.

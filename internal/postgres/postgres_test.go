@@ -49,6 +49,19 @@ func setup(t *testing.T) (*Store, *pgxpool.Pool) {
 	return s, su
 }
 
+// setupTwo returns two stores (two pools, as two processes would have) on
+// one fresh database.
+func setupTwo(t *testing.T) (*Store, *Store) {
+	t.Helper()
+	s1, _ := setup(t)
+	s2, err := Open(context.Background(), s1.pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	return s1, s2
+}
+
 var testNow = time.Now()
 
 // newEvent returns a valid event of account for actor.
@@ -132,7 +145,8 @@ func TestDoctorChecks(t *testing.T) {
 		t.Fatal(rows.Err())
 	}
 	month := time.Now().UTC().Format("200601")
-	for _, want := range []string{"np_audit_chain_heads", "np_audit_idempotency", "np_audit_events_default", "np_audit_events_p" + month} {
+	for _, want := range []string{"np_audit_chain_heads", "np_audit_idempotency", "np_audit_events_default", "np_audit_events_p" + month,
+		"np_audit_capture_changes", "np_audit_capture_moved"} {
 		if !tables["np_nself_audit."+want] {
 			t.Errorf("table %s missing; have %v", want, tables)
 		}
@@ -157,6 +171,13 @@ func TestDoctorChecks(t *testing.T) {
 		{"np_audit_idempotency", "DELETE", false},
 		{"np_audit_chain_heads", "DELETE", false},
 		{"np_audit_events_default", "SELECT", false},
+		{"np_audit_capture_changes", "SELECT", true},
+		{"np_audit_capture_changes", "INSERT", false},
+		{"np_audit_capture_changes", "UPDATE", false},
+		{"np_audit_capture_changes", "DELETE", false},
+		{"np_audit_capture_moved", "INSERT", true},
+		{"np_audit_capture_moved", "UPDATE", false},
+		{"np_audit_capture_moved", "DELETE", false},
 	} {
 		var has bool
 		if err := su.QueryRow(ctx, `SELECT has_table_privilege($1, 'np_nself_audit.'||$2, $3)`, AppRole, c.table, c.priv).Scan(&has); err != nil {
@@ -301,13 +322,8 @@ func TestIsolationUnderSuperuser(t *testing.T) {
 // gap-free and verifies.
 func TestConcurrentWritersOneChain(t *testing.T) {
 	t.Parallel()
-	s1, _ := setup(t)
+	s1, s2 := setupTwo(t)
 	ctx := context.Background()
-	s2, err := Open(ctx, s1.pool.Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
 
 	const writers, batches, perBatch = 8, 10, 5
 	var wg sync.WaitGroup
@@ -493,13 +509,8 @@ func TestFilterIndexesUsed(t *testing.T) {
 // stored a key first.
 func TestFastPathFallsBack(t *testing.T) {
 	t.Parallel()
-	s1, _ := setup(t)
+	s1, s2 := setupTwo(t)
 	ctx := context.Background()
-	s2, err := Open(ctx, s1.pool.Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
 
 	appendEvents(t, s1, newEvent(t, "acme", "u1", "doc.read")) // locking path: nothing cached yet
 	if n := s1.fastCommits.Load(); n != 0 {
@@ -553,13 +564,8 @@ func TestFastPathFallsBack(t *testing.T) {
 // counting the events.
 func TestStatsRollups(t *testing.T) {
 	t.Parallel()
-	s1, _ := setup(t)
+	s1, s2 := setupTwo(t)
 	ctx := context.Background()
-	s2, err := Open(ctx, s1.pool.Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
 
 	base := time.Date(2026, 11, 20, 22, 30, 0, 0, time.UTC)
 	var wg sync.WaitGroup

@@ -265,17 +265,8 @@ func (s *Store) Stats(ctx context.Context, scope audit.Scope, f audit.Filter, iv
 	}
 	w := filterWhere(scope, f)
 	from := "FROM np_nself_audit.np_audit_events WHERE " + w.String()
-	trunc := "day"
-	if iv == audit.Hour {
-		trunc = "hour"
-	}
-	st := &audit.Stats{
-		ByAction:    []audit.ActionCount{},
-		ByActorType: map[string]int64{},
-		ByOutcome:   map[string]int64{},
-		BySeverity:  map[string]int64{},
-		Timeline:    []audit.Bucket{},
-	}
+	trunc := truncOf(iv)
+	st := newStats()
 	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		var first, last *time.Time
 		if err := tx.QueryRow(ctx, `SELECT count(*), min(occurred_at), max(occurred_at),
@@ -319,21 +310,8 @@ func (s *Store) Stats(ctx context.Context, scope audit.Scope, f audit.Filter, iv
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		trows, err := tx.Query(ctx, fmt.Sprintf(`SELECT date_trunc('%s', occurred_at AT TIME ZONE 'UTC') AS b, count(*) %s
-			GROUP BY b ORDER BY b`, trunc, from), w.args...)
-		if err != nil {
-			return err
-		}
-		defer trows.Close()
-		for trows.Next() {
-			var b time.Time
-			var n int64
-			if err := trows.Scan(&b, &n); err != nil {
-				return err
-			}
-			st.Timeline = append(st.Timeline, audit.Bucket{Bucket: audit.FormatTime(b), Count: n})
-		}
-		return trows.Err()
+		return scanTimeline(ctx, tx, fmt.Sprintf(`SELECT date_trunc('%s', occurred_at AT TIME ZONE 'UTC') AS b, count(*) %s
+			GROUP BY b ORDER BY b`, trunc, from), w.args, st)
 	})
 	if err != nil {
 		return nil, err
@@ -348,17 +326,8 @@ func (s *Store) Stats(ctx context.Context, scope audit.Scope, f audit.Filter, iv
 // actor, and the first and last times from the ends of the time index. A
 // filter, or a caller who sees only its own events, is counted instead.
 func (s *Store) rollupStats(ctx context.Context, scope audit.Scope, iv audit.Interval) (*audit.Stats, error) {
-	trunc := "day"
-	if iv == audit.Hour {
-		trunc = "hour"
-	}
-	st := &audit.Stats{
-		ByAction:    []audit.ActionCount{},
-		ByActorType: map[string]int64{},
-		ByOutcome:   map[string]int64{},
-		BySeverity:  map[string]int64{},
-		Timeline:    []audit.Bucket{},
-	}
+	trunc := truncOf(iv)
+	st := newStats()
 	const dims = "FROM np_nself_audit.np_audit_stats_dims WHERE source_account_id = $1"
 	err := s.inScope(ctx, scope, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		var first, last *time.Time
@@ -388,26 +357,51 @@ func (s *Store) rollupStats(ctx context.Context, scope audit.Scope, iv audit.Int
 				return err
 			}
 		}
-		rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT date_trunc('%s', hour) AS b, sum(events)::int8
-			FROM np_nself_audit.np_audit_stats_hours WHERE source_account_id = $1 GROUP BY b ORDER BY b`, trunc), scope.AccountID)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var b time.Time
-			var n int64
-			if err := rows.Scan(&b, &n); err != nil {
-				return err
-			}
-			st.Timeline = append(st.Timeline, audit.Bucket{Bucket: audit.FormatTime(b), Count: n})
-		}
-		return rows.Err()
+		return scanTimeline(ctx, tx, fmt.Sprintf(`SELECT date_trunc('%s', hour) AS b, sum(events)::int8
+			FROM np_nself_audit.np_audit_stats_hours WHERE source_account_id = $1 GROUP BY b ORDER BY b`, trunc),
+			[]any{scope.AccountID}, st)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return st, nil
+}
+
+// newStats returns empty stats: lists and maps empty, never nil.
+func newStats() *audit.Stats {
+	return &audit.Stats{
+		ByAction:    []audit.ActionCount{},
+		ByActorType: map[string]int64{},
+		ByOutcome:   map[string]int64{},
+		BySeverity:  map[string]int64{},
+		Timeline:    []audit.Bucket{},
+	}
+}
+
+// truncOf is the date_trunc unit of a timeline interval.
+func truncOf(iv audit.Interval) string {
+	if iv == audit.Hour {
+		return "hour"
+	}
+	return "day"
+}
+
+// scanTimeline appends the (bucket, count) rows of sql to st's timeline.
+func scanTimeline(ctx context.Context, tx pgx.Tx, sql string, args []any, st *audit.Stats) error {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b time.Time
+		var n int64
+		if err := rows.Scan(&b, &n); err != nil {
+			return err
+		}
+		st.Timeline = append(st.Timeline, audit.Bucket{Bucket: audit.FormatTime(b), Count: n})
+	}
+	return rows.Err()
 }
 
 func scanPairs(ctx context.Context, tx pgx.Tx, sql string, args []any, fn func(string, int64)) error {
