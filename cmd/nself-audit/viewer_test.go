@@ -441,10 +441,29 @@ func TestViewerBrowser(t *testing.T) {
 	b.wait("u2's events", rows+` === 9 && document.getElementById('who').textContent.includes('JWT user')`)
 	b.wait("no chain for a reader", `document.getElementById('verify').hidden && document.getElementById('chain-state').textContent.includes('admin roles only')`)
 
+	// A JWT that expires while the page is open: the next call's 401
+	// signs the page out and its data goes.
+	for _, m := range consoleErrors(b.takeConsole()) {
+		t.Errorf("console: %s", m)
+	}
+	exp := time.Now().Add(3 * time.Second).Truncate(time.Second)
+	b.do("sign out", chromedp.Click(chromedp.CSS("#signout")))
+	short := hsToken(t, claims{user: "root", role: "admin", account: "acme", allowed: []string{"admin"}, exp: exp})
+	b.do("short JWT sign-in", chromedp.SendKeys(chromedp.CSS("#token"), short+kb.Enter))
+	b.wait("the admin's view", rows+` === 100 && document.getElementById('who').textContent.includes('JWT admin')`)
+	time.Sleep(time.Until(exp) + 1100*time.Millisecond)
+	b.do("apply after expiry", chromedp.Click(chromedp.CSS("#apply")))
+	b.wait("signed out by the 401", `!document.getElementById('signin').hidden && document.getElementById('app').hidden && `+rows+` === 0 &&
+		document.getElementById('signin-error').textContent.startsWith('Signed out: ')`)
+	for _, m := range consoleErrors(b.takeConsole()) {
+		if !strings.Contains(m, "[network]") || !strings.Contains(m, "401") {
+			t.Errorf("console after the JWT expired: %s", m)
+		}
+	}
+
 	// Under a proxy prefix, as behind the stack's Nginx at /nself-audit/:
 	// every URL of the page is relative, the live tail included.
 	proxy := newPrefixProxy(t, s.url, "/nself-audit")
-	b.do("sign out", chromedp.Click(chromedp.CSS("#signout")))
 	b.do("open under /nself-audit/", chromedp.Navigate(proxy.URL+"/nself-audit/?account=acme&actor_id=u9#token="+testSecret))
 	b.wait("the view under the prefix", rows+` === 1 && document.querySelector('#chart rect') !== null &&
 		document.getElementById('chain-state').textContent.includes('seq 130') && location.pathname === '/nself-audit/'`)
