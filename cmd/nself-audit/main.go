@@ -272,6 +272,9 @@ type Main struct {
 	stopMover context.CancelFunc // table capture (PostgreSQL only)
 	moverDone chan struct{}
 
+	stopWatch context.CancelFunc // the database watch of the write routes
+	watchDone chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -337,6 +340,12 @@ func (m *Main) Run(ctx context.Context) error {
 		Redactor: capture.NewRedactor(m.cfg.Redact),
 	})
 	m.api = api
+	if m.pg != nil {
+		// Writes are refused at once while PostgreSQL does not answer.
+		wctx, stopWatch := context.WithCancel(context.Background())
+		m.stopWatch, m.watchDone = stopWatch, make(chan struct{})
+		go func() { defer close(m.watchDone); api.WatchDatabase(wctx) }()
+	}
 	ln, err := net.Listen("tcp", m.cfg.Addr())
 	if err != nil {
 		m.Close()
@@ -475,6 +484,10 @@ func (m *Main) Addr() string { return m.listener.Addr().String() }
 // everything queued is committed within it.
 const shutdownTimeout = 20 * time.Second
 
+// commitReserve is the part of shutdownTimeout kept for committing what
+// is queued after the requests in flight have had theirs.
+const commitReserve = 5 * time.Second
+
 // Close stops accepting requests, lets in-flight ones finish, commits what
 // is queued, and closes the database.
 func (m *Main) Close() error {
@@ -487,7 +500,15 @@ func (m *Main) close() error {
 	defer cancel()
 	var errs []error
 	if m.server != nil {
-		errs = append(errs, m.server.Shutdown(ctx))
+		// Requests in flight get the budget less the writer's reserve: a
+		// client that never finishes its request must not keep what is
+		// queued from being committed. What is still open then is cut.
+		sctx, scancel := context.WithTimeout(ctx, shutdownTimeout-commitReserve)
+		if err := m.server.Shutdown(sctx); err != nil {
+			m.server.Close()
+			errs = append(errs, fmt.Errorf("requests still in flight after %v were cut: %w", shutdownTimeout-commitReserve, err))
+		}
+		scancel()
 	}
 	m.stopMoving() // before the writer closes: its last round writes through it
 	if m.writer != nil {
@@ -496,6 +517,10 @@ func (m *Main) close() error {
 	if m.stopCheckpoints != nil {
 		m.stopCheckpoints()
 		<-m.checkpointsDone
+	}
+	if m.stopWatch != nil {
+		m.stopWatch()
+		<-m.watchDone
 	}
 	if m.signer != nil && m.store != nil {
 		// What was committed last is signed before the process goes.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -388,182 +389,159 @@ func TestEmbeddedTwoProcesses(t *testing.T) {
 
 // TestKill9KeepsAcknowledged: under concurrent load, the process is killed
 // with SIGKILL; after a restart on the same store, every event that got a
-// 201 is there and every chain verifies.
+// 2xx is there, every chain verifies, and the clients whose requests got no
+// answer retry them with the same idempotency key without making a
+// duplicate: the store holds each key exactly once.
 func TestKill9KeepsAcknowledged(t *testing.T) {
 	for _, store := range stores {
 		t.Run(store, func(t *testing.T) {
 			t.Parallel()
-			var env []string
+			env := []string{"PLUGIN_INTERNAL_SECRET=" + testSecret}
+			dbURL, dataDir := "", t.TempDir()
 			if store == "postgres" {
-				env = []string{"DATABASE_URL=" + pgtest.Default.NewDatabase(t), "PLUGIN_INTERNAL_SECRET=" + testSecret}
+				dbURL = pgtest.Default.NewDatabase(t)
+				env = append(env, "DATABASE_URL="+dbURL)
 			} else {
-				env = []string{"NSELF_AUDIT_DATA_DIR=" + t.TempDir(), "PLUGIN_INTERNAL_SECRET=" + testSecret}
+				env = append(env, "NSELF_AUDIT_DATA_DIR="+dataDir)
 			}
 			p := runProcess(t, env...)
-			var mu sync.Mutex
-			acked := map[string]bool{}
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			client := &http.Client{Timeout: 5 * time.Second}
-			for c := 0; c < 8; c++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := 0; ; i++ {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						req, _ := http.NewRequest("POST", p.url+"/api/v1/events", strings.NewReader(
-							fmt.Sprintf(`{"actor_id":"c%d","action":"crash.test","metadata":{"i":%d}}`, c, i)))
-						req.Header.Set("Authorization", "Bearer "+testSecret)
-						req.Header.Set("X-Source-Account-Id", []string{"acme", "globex"}[c%2])
-						res, err := client.Do(req)
-						if err != nil {
-							continue // the process is gone: not acknowledged
-						}
-						var body struct{ ID string }
-						err = json.NewDecoder(res.Body).Decode(&body)
-						res.Body.Close()
-						if res.StatusCode == 201 && err == nil {
-							mu.Lock()
-							acked[body.ID] = true
-							mu.Unlock()
-						}
-					}
-				}()
-			}
+			load := startWriteLoad(p.url, 8, "acme", "globex")
 			time.Sleep(700 * time.Millisecond)
 			p.cmd.Process.Kill()
 			<-p.exited
 			time.Sleep(200 * time.Millisecond)
-			close(stop)
-			wg.Wait()
-			if len(acked) == 0 {
+			load.halt()
+			acked := load.ackedCount()
+			if acked == 0 {
 				t.Fatal("no event was acknowledged before the kill")
 			}
 
 			p2 := runProcess(t, env...)
-			for id := range acked {
-				if r := p2.do("GET", "/api/v1/events/"+id, pluginHeaders(""), ""); r.status == 404 {
-					// The account header decides visibility: look in both.
-					r1 := p2.do("GET", "/api/v1/events/"+id, pluginHeaders("acme"), "")
-					r2 := p2.do("GET", "/api/v1/events/"+id, pluginHeaders("globex"), "")
-					if r1.status != 200 && r2.status != 200 {
-						t.Errorf("acknowledged event %s lost", id)
-					}
-				}
-			}
+			created, replayed := load.retryUnacked(t, p2.url)
+			resent := load.resendAcked(t, p2.url, 50)
 			p2.stop()
 			var st audit.Store
 			var err error
 			if store == "postgres" {
-				st, err = postgres.Open(context.Background(), strings.TrimPrefix(env[0], "DATABASE_URL="))
+				st, err = postgres.Open(context.Background(), dbURL)
 			} else {
-				st, err = sqlite.Open(context.Background(), filepath.Join(strings.TrimPrefix(env[0], "NSELF_AUDIT_DATA_DIR="), "nself-audit.db"))
+				st, err = sqlite.Open(context.Background(), filepath.Join(dataDir, "nself-audit.db"))
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer st.Close()
-			counts := verifyChains(t, st, "acme", "globex")
-			if counts["acme"]+counts["globex"] < len(acked) {
-				t.Fatalf("%d events stored, %d acknowledged", counts["acme"]+counts["globex"], len(acked))
-			}
-			t.Logf("%s: %d acknowledged before SIGKILL, %d stored, chains verify", store, len(acked), counts["acme"]+counts["globex"])
+			stored := load.checkStored(t, st)
+			t.Logf("%s: %d acknowledged before SIGKILL; %d unanswered retried after restart (%d stored by the retry, %d already stored: replayed); "+
+				"%d acknowledged resent (replayed); %d events stored, each key once, chains verify", store, acked, created+replayed, created, replayed, resent, stored)
 		})
 	}
 }
 
-// TestSIGTERMUnderLoad: on SIGTERM the service stops accepting, finishes
-// the requests in flight, commits what is queued and exits 0 well within
-// its shutdown timeout; every acknowledged event is stored.
+// TestSIGTERMUnderLoad: on SIGTERM the service stops accepting (a new
+// connection is refused), finishes the requests in flight (one whose body
+// is still arriving gets its 201), commits what is queued and exits 0
+// well within its shutdown timeout. After a restart every acknowledged
+// event is stored, and the clients' retries of what was refused or went
+// unanswered make no duplicate.
 func TestSIGTERMUnderLoad(t *testing.T) {
 	for _, store := range stores {
 		t.Run(store, func(t *testing.T) {
 			t.Parallel()
-			var env []string
+			env := []string{"PLUGIN_INTERNAL_SECRET=" + testSecret}
+			dbURL, dataDir := "", t.TempDir()
 			if store == "postgres" {
-				env = []string{"DATABASE_URL=" + pgtestDatabase(t), "PLUGIN_INTERNAL_SECRET=" + testSecret}
+				dbURL = pgtestDatabase(t)
+				env = append(env, "DATABASE_URL="+dbURL)
 			} else {
-				env = []string{"NSELF_AUDIT_DATA_DIR=" + t.TempDir(), "PLUGIN_INTERNAL_SECRET=" + testSecret}
+				env = append(env, "NSELF_AUDIT_DATA_DIR="+dataDir)
 			}
 			p := runProcess(t, env...)
-			var mu sync.Mutex
-			acked := map[string]bool{}
-			var wg sync.WaitGroup
-			stop := make(chan struct{})
-			client := &http.Client{Timeout: 10 * time.Second}
-			for c := 0; c < 8; c++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						req, _ := http.NewRequest("POST", p.url+"/api/v1/events", strings.NewReader(`{"actor_id":"u","action":"term.test"}`))
-						req.Header.Set("X-Plugin-Secret", testSecret)
-						res, err := client.Do(req)
-						if err != nil {
-							continue
-						}
-						var body struct{ ID string }
-						json.NewDecoder(res.Body).Decode(&body)
-						res.Body.Close()
-						switch res.StatusCode {
-						case 201:
-							mu.Lock()
-							acked[body.ID] = true
-							mu.Unlock()
-						case 503: // refused while shutting down: fine, not acknowledged
-						default:
-							t.Errorf("status %d during shutdown", res.StatusCode)
-						}
-					}
-				}()
-			}
+			load := startWriteLoad(p.url, 8, "acme", "globex")
 			time.Sleep(500 * time.Millisecond)
+
+			// A request in flight: headers and half of the body sent.
+			addr := strings.TrimPrefix(p.url, "http://")
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			body := `{"actor_id":"slow","action":"slow.inflight"}`
+			fmt.Fprintf(conn, "POST /api/v1/events HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nX-Source-Account-Id: acme\r\n"+
+				"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", addr, testSecret, len(body), body[:10])
+			time.Sleep(100 * time.Millisecond) // the server has read the headers
+
 			start := time.Now()
 			p.cmd.Process.Signal(syscall.SIGTERM)
+			// Stop accepting: new connections are refused while the
+			// request in flight still holds the process.
+			refused := false
+			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				if err != nil {
+					refused = true
+					break
+				}
+				c.Close()
+			}
+			if !refused {
+				t.Error("new connections still accepted 3 s after SIGTERM")
+			}
+			time.Sleep(500 * time.Millisecond) // the request in flight holds the process
+			select {
+			case <-p.exited:
+				t.Fatalf("exited with a request in flight\n%s", p.logs.String())
+			default:
+			}
+			// Finish the request: it is answered, not dropped.
+			fmt.Fprint(conn, body[10:])
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("the request in flight got no answer: %v", err)
+			}
+			var slow struct{ ID string }
+			json.NewDecoder(res.Body).Decode(&slow)
+			res.Body.Close()
+			if res.StatusCode != 201 || slow.ID == "" {
+				t.Fatalf("the request in flight: %d, want 201", res.StatusCode)
+			}
+
 			<-p.exited
 			elapsed := time.Since(start)
-			close(stop)
-			wg.Wait()
+			load.halt()
 			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 				t.Fatalf("exit code %d after SIGTERM\n%s", code, p.logs.String())
 			}
 			if elapsed > shutdownTimeout {
 				t.Fatalf("shutdown took %v, longer than its %v timeout", elapsed, shutdownTimeout)
 			}
-			if len(acked) == 0 {
+			acked := load.ackedCount()
+			if acked == 0 {
 				t.Fatal("nothing was acknowledged")
 			}
+
 			p2 := runProcess(t, env...)
-			evs := 0
-			for next := ""; ; {
-				path := "/api/v1/events?limit=1000"
-				if next != "" {
-					path += "&cursor=" + next
-				}
-				r := p2.get(path, pluginHeaders(""))
-				for _, e := range r.events() {
-					delete(acked, e["id"].(string))
-					evs++
-				}
-				c, ok := r.body["next_cursor"].(string)
-				if !ok {
-					break
-				}
-				next = c
+			if r := p2.do("GET", "/api/v1/events/"+slow.ID, pluginHeaders("acme"), ""); r.status != 200 {
+				t.Errorf("the event of the request in flight is not stored: %d", r.status)
 			}
-			if len(acked) != 0 {
-				t.Fatalf("%d acknowledged events missing after a SIGTERM stop", len(acked))
+			created, replayed := load.retryUnacked(t, p2.url)
+			p2.stop()
+			var st audit.Store
+			if store == "postgres" {
+				st, err = postgres.Open(context.Background(), dbURL)
+			} else {
+				st, err = sqlite.Open(context.Background(), filepath.Join(dataDir, "nself-audit.db"))
 			}
-			t.Logf("%s: %d events stored, shutdown took %v", store, evs, elapsed.Round(time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			stored := load.checkStored(t, st)
+			t.Logf("%s: %d acknowledged under load, the request in flight answered 201, shutdown took %v (exit 0); "+
+				"%d retried after restart (%d stored, %d replayed); %d load events stored, each key once",
+				store, acked, elapsed.Round(time.Millisecond), created+replayed, created, replayed, stored)
 		})
 	}
 }

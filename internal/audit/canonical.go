@@ -117,7 +117,7 @@ func canonValue(dec *json.Decoder, buf *bytes.Buffer, depth int) error {
 	case json.Number:
 		f, err := strconv.ParseFloat(string(v), 64)
 		if err != nil || math.IsInf(f, 0) {
-			return Errorf(EINVALID, "number %s is out of range", v)
+			return Errorf(EINVALID, "number %s is out of range", Clip(string(v), 64))
 		}
 		buf.WriteString(FormatNumber(f))
 	case bool:
@@ -142,7 +142,7 @@ func canonObject(dec *json.Decoder, buf *bytes.Buffer, depth int) error {
 		}
 		key := tok.(string) // the decoder only yields strings in key position
 		if seen[key] {
-			return Errorf(EINVALID, "duplicate member %q", key)
+			return Errorf(EINVALID, "duplicate member %q", Clip(key, 64))
 		}
 		seen[key] = true
 		var vb bytes.Buffer

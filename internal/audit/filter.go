@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Filter selects events of one account. Empty fields do not filter.
@@ -122,10 +123,10 @@ func parseQuery(q url.Values, extra map[string]bool) (Filter, error) {
 	sort.Strings(names) // report the same parameter first every time
 	for _, k := range names {
 		if !filterParams[k] && !extra[k] {
-			return Filter{}, Errorf(EINVALID, "%s: unknown query parameter", truncate(k, 64))
+			return Filter{}, Errorf(EINVALID, "%s: unknown query parameter", Clip(k, 64))
 		}
 		if len(q[k]) > 1 {
-			return Filter{}, Errorf(EINVALID, "%s: given more than once", k)
+			return Filter{}, Errorf(EINVALID, "%s: given more than once", Clip(k, 64))
 		}
 		if err := CheckText(k, q.Get(k), 1024); err != nil {
 			return Filter{}, err
@@ -194,9 +195,17 @@ func parseTimeParam(q url.Values, name string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
+// Clip returns client input for quoting in an error message: invalid UTF-8
+// replaced, and cut to at most n bytes on a character boundary (with
+// "..." after), so that an answer never echoes a large or broken input.
+func Clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
 	}
-	return s
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }

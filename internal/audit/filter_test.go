@@ -149,3 +149,22 @@ func TestCursorRoundTripAndTamper(t *testing.T) {
 		}
 	}
 }
+
+func TestClip(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 64, "short"},
+		{"abcdef", 3, "abc..."},
+		{"ab\u20acd", 3, "ab..."}, // the euro sign's three bytes are not cut
+		{"a\xffb", 64, "a\uFFFDb"},
+		{"", 3, ""},
+	} {
+		if got := Clip(c.in, c.n); got != c.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}

@@ -94,12 +94,12 @@ func checkMemberNames(raw json.RawMessage, allowed map[string]bool, tolerated fu
 	eachMember(raw, func(name string) bool {
 		for _, n := range seen {
 			if n == name {
-				err = Errorf(EINVALID, "%s: given more than once", truncate(name, 64))
+				err = Errorf(EINVALID, "%s: given more than once", Clip(name, 64))
 				return false
 			}
 		}
 		if !allowed[name] && (tolerated == nil || !tolerated(name)) {
-			err = Errorf(EINVALID, "%s: unknown field", truncate(name, 64))
+			err = Errorf(EINVALID, "%s: unknown field", Clip(name, 64))
 			return false
 		}
 		seen = append(seen, name)
@@ -470,9 +470,9 @@ func DecodeEvent(raw []byte) (*Event, error) {
 		name, _ := tok.(string)
 		switch {
 		case seen[name]:
-			return nil, Errorf(EINVALID, "%s: given more than once", truncate(name, 64))
+			return nil, Errorf(EINVALID, "%s: given more than once", Clip(name, 64))
 		case !eventFields[name]:
-			return nil, Errorf(EINVALID, "%s: unknown field", truncate(name, 64))
+			return nil, Errorf(EINVALID, "%s: unknown field", Clip(name, 64))
 		}
 		seen[name] = true
 		var value json.RawMessage

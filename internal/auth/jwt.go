@@ -382,7 +382,7 @@ func jwtPrincipal(r *http.Request, hc map[string]any) (*Principal, error) {
 	// As in Hasura, the role in force, requested or default, must be one
 	// the token allows.
 	if !slices.Contains(allowed, role) {
-		return nil, audit.Errorf(audit.EFORBIDDEN, "role %q is not in x-hasura-allowed-roles", role)
+		return nil, audit.Errorf(audit.EFORBIDDEN, "role %q is not in x-hasura-allowed-roles", audit.Clip(role, 64))
 	}
 
 	if account == "" {

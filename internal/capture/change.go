@@ -134,14 +134,7 @@ func Action(schema, table, op string) (string, error) {
 	return a, nil
 }
 
-func strconvQuote(s string) string { return strconv.Quote(truncate(s, 128)) }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+func strconvQuote(s string) string { return strconv.Quote(audit.Clip(s, 128)) }
 
 // Input maps the change to an event input: action <table>.<op>, actor
 // from the session (actor_type user) or none (system), resource type the

@@ -218,7 +218,7 @@ func members(raw []byte, what string) (map[string]json.RawMessage, error) {
 		}
 		name, _ := tok.(string)
 		if _, dup := out[name]; dup {
-			return nil, audit.Errorf(audit.EINVALID, "%s.%s: given more than once", what, truncate(name, 64))
+			return nil, audit.Errorf(audit.EINVALID, "%s.%s: given more than once", what, audit.Clip(name, 64))
 		}
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
@@ -306,7 +306,7 @@ func sessionVariables(event map[string]json.RawMessage) (map[string]string, erro
 		}
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
-			return nil, audit.Errorf(audit.EINVALID, "event.session_variables.%s: expected a string", truncate(name, 64))
+			return nil, audit.Errorf(audit.EINVALID, "event.session_variables.%s: expected a string", audit.Clip(name, 64))
 		}
 		out[strings.ToLower(name)] = s
 	}

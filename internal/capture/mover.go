@@ -272,7 +272,7 @@ func (m *Mover) event(s *Staged, now time.Time) (*audit.Event, error) {
 	meta, _ := json.Marshal(map[string]any{
 		"capture_error": audit.ErrorMessage(err),
 		"capture_id":    s.ID,
-		"table":         truncate(s.Schema+"."+s.Table, 300),
+		"table":         audit.Clip(s.Schema+"."+s.Table, 300),
 	})
 	at := audit.FormatTime(s.CapturedAt)
 	fallback := &audit.EventInput{OccurredAt: &at, ActorType: "system", Action: action, Source: "postgres", Metadata: meta}

@@ -104,7 +104,7 @@ func seqParams(q url.Values, extra ...string) (from, to int64, err error) {
 	}
 	for k, v := range q {
 		if !allowed[k] {
-			return 0, 0, audit.Errorf(audit.EINVALID, "%s: unknown query parameter", k)
+			return 0, 0, audit.Errorf(audit.EINVALID, "%s: unknown query parameter", audit.Clip(k, 64))
 		}
 		if len(v) > 1 {
 			return 0, 0, audit.Errorf(audit.EINVALID, "%s: given more than once", k)

@@ -44,10 +44,14 @@ func (s *Server) handleCreateEvent(w http.ResponseWriter, r *http.Request) {
 	if key != "" {
 		item.Fingerprint = in.Fingerprint(e)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
-	defer cancel()
-	if err := s.writer.Write(ctx, item); err != nil {
+	ctx, done, err := s.writeContext(r)
+	if err != nil {
 		s.writeError(w, r, err)
+		return
+	}
+	defer done()
+	if err := s.writer.Write(ctx, item); err != nil {
+		s.writeWaitError(w, r, ctx, err)
 		return
 	}
 	if item.Err != nil {
@@ -108,10 +112,14 @@ func (s *Server) handleCreateBatch(w http.ResponseWriter, r *http.Request) {
 			it.Fingerprint, it.Group = fingerprint, key
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
-	defer cancel()
-	if err := s.writer.Write(ctx, items...); err != nil {
+	ctx, done, err := s.writeContext(r)
+	if err != nil {
 		s.writeError(w, r, err)
+		return
+	}
+	defer done()
+	if err := s.writer.Write(ctx, items...); err != nil {
+		s.writeWaitError(w, r, ctx, err)
 		return
 	}
 	body := batchResult{Events: make([]*audit.Event, len(items))}

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"net/http"
 	"strings"
 
@@ -52,10 +51,14 @@ func (s *Server) handleHasuraHook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	item := &audit.AppendItem{Event: e, IdempotencyKey: ev.IdempotencyKey, Fingerprint: ev.Fingerprint}
-	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
-	defer cancel()
-	if err := s.writer.Write(ctx, item); err != nil {
+	ctx, done, err := s.writeContext(r)
+	if err != nil {
 		s.writeError(w, r, err)
+		return
+	}
+	defer done()
+	if err := s.writer.Write(ctx, item); err != nil {
+		s.writeWaitError(w, r, ctx, err)
 		return
 	}
 	if item.Err != nil {

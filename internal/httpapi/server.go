@@ -40,6 +40,7 @@ type Server struct {
 	streamsCtx   context.Context
 	closeStreams context.CancelFunc
 	redactor     *capture.Redactor // secret-looking columns of captured changes
+	db           dbState           // set by WatchDatabase
 }
 
 // Config is what New needs. Every field is required but Logger and Now.

@@ -41,6 +41,7 @@ type Writer struct {
 }
 
 type request struct {
+	ctx    context.Context // the caller's: once it ends, nobody waits for the answer
 	items  []*audit.AppendItem
 	result chan error // buffered: the writer never blocks on a gone waiter
 }
@@ -65,13 +66,14 @@ func New(store audit.Store, cfg Config) *Writer {
 // Write appends items (one request: they go into the same transaction) and
 // returns after they are committed, or with the error that kept them from
 // being stored. Per-item outcomes (replays, conflicts) are in the items. If
-// ctx ends first, Write returns ctx's error; the items may still be stored,
+// ctx ends first, Write returns ctx's error. The items are then dropped if
+// their batch has not started yet; if it has, they may still be stored,
 // which a retry with the same idempotency key resolves.
 func (w *Writer) Write(ctx context.Context, items ...*audit.AppendItem) error {
 	if len(items) == 0 {
 		return nil
 	}
-	req := &request{items: items, result: make(chan error, 1)}
+	req := &request{ctx: ctx, items: items, result: make(chan error, 1)}
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
@@ -134,6 +136,20 @@ func (w *Writer) Run() {
 }
 
 func (w *Writer) commit(batch []*request) {
+	// A request whose caller has gone (its ctx ended while it queued) is
+	// answered, not stored: its caller was told it failed.
+	live := batch[:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.result <- err
+			continue
+		}
+		live = append(live, r)
+	}
+	batch = live
+	if len(batch) == 0 {
+		return
+	}
 	var items []*audit.AppendItem
 	var events []*audit.Event
 	for _, r := range batch {

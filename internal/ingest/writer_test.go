@@ -176,6 +176,16 @@ func TestWriteHonoursContext(t *testing.T) {
 	if d := time.Since(start); d > 250*time.Millisecond {
 		t.Fatalf("Write returned after %v; it should not wait for the commit once ctx ends", d)
 	}
+	// Its batch had not started: it is not stored. Only the first is.
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if calls := store.calls(); len(calls) != 1 || calls[0] != 1 {
+		t.Fatalf("appends %v; want one of 1 event (the expired write dropped)", calls)
+	}
+	if n := storetest.VerifyChain(t, store.Store, "acme"); n != 1 {
+		t.Fatalf("%d events stored, want 1", n)
+	}
 }
 
 // flakyStore fails its first Appends with a deadlock, as PostgreSQL may

@@ -155,6 +155,28 @@ func Start() (*Server, error) {
 	return s, nil
 }
 
+// NewServer starts a cluster of the test's own, stopped and removed at
+// cleanup: for tests that halt or restart their server, which must not be
+// the shared Default. It starts one even when NSELF_AUDIT_TEST_DATABASE_URL
+// is set, and fails the test when no server binaries are found.
+func NewServer(t testing.TB) *Server {
+	t.Helper()
+	binDir, err := findBinDir(exec.LookPath, "/usr/lib/postgresql/*/bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{binDir: binDir}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func (s *Server) start() error {
 	if os.Geteuid() == 0 {
 		cred, err := postgresCredential()
@@ -318,6 +340,7 @@ func (s *Server) Stop() error {
 func (s *Server) stop() error {
 	var errs []error
 	if pid := s.postmasterPID(); pid != 0 && processRunning(pid) {
+		_ = s.Thaw() // a frozen server cannot shut down
 		if out, err := s.pgCtl("stop", "-m", "fast", "-w", "-t", "30"); err != nil {
 			if out2, err2 := s.pgCtl("stop", "-m", "immediate", "-w", "-t", "30"); err2 != nil {
 				errs = append(errs, fmt.Errorf("pgtest: pg_ctl stop failed: -m fast: %v: %s; -m immediate: %v: %s",
@@ -344,6 +367,94 @@ func (s *Server) stop() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Halt stops the server as a database outage would, keeping its data:
+// pg_ctl stop with mode "fast" (sessions are ended, as by an administrator's
+// restart) or "immediate" (no shutdown checkpoint, as in a crash). Resume
+// starts it again on the same port, so URLs given out stay valid. A server
+// reused from NSELF_AUDIT_TEST_DATABASE_URL cannot be halted.
+func (s *Server) Halt(mode string) error {
+	if s.external {
+		return fmt.Errorf("pgtest: cannot halt the server named by %s", EnvURL)
+	}
+	if mode != "fast" && mode != "immediate" {
+		return fmt.Errorf("pgtest: halt mode %q: want fast or immediate", mode)
+	}
+	pid := s.postmasterPID()
+	if out, err := s.pgCtl("stop", "-m", mode, "-w", "-t", "30"); err != nil {
+		return fmt.Errorf("pgtest: pg_ctl stop -m %s: %v: %s", mode, err, strings.TrimSpace(string(out)))
+	}
+	if pid != 0 && !waitStopped(pid, 10*time.Second) {
+		return fmt.Errorf("pgtest: postmaster %d still running after pg_ctl stop", pid)
+	}
+	return nil
+}
+
+// Resume starts a halted server again on its port and waits until it
+// accepts connections.
+func (s *Server) Resume() error {
+	if s.external {
+		return fmt.Errorf("pgtest: cannot resume the server named by %s", EnvURL)
+	}
+	if err := s.pgCtlStart(); err != nil {
+		return fmt.Errorf("pgtest: resume on port %d: %w\n%s", s.port, err, s.logTail())
+	}
+	return waitReady(s.URL, readyTimeout)
+}
+
+// Freeze stops every process of the server (SIGSTOP) as a hung host or a
+// network partition would look to clients: connections stay open, new ones
+// are accepted by the kernel, and nothing answers. Thaw lets it run again.
+func (s *Server) Freeze() error { return s.signalAll(syscall.SIGSTOP) }
+
+// Thaw undoes Freeze.
+func (s *Server) Thaw() error { return s.signalAll(syscall.SIGCONT) }
+
+// signalAll sends sig to the postmaster first (so that it forks nothing
+// meanwhile), then to its children.
+func (s *Server) signalAll(sig syscall.Signal) error {
+	if s.external {
+		return fmt.Errorf("pgtest: cannot signal the server named by %s", EnvURL)
+	}
+	pid := s.postmasterPID()
+	if pid == 0 || !processRunning(pid) {
+		return errors.New("pgtest: the server is not running")
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("pgtest: signal postmaster %d: %w", pid, err)
+	}
+	for _, child := range childrenOf(pid) {
+		if err := syscall.Kill(child, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("pgtest: signal %d: %w", child, err)
+		}
+	}
+	return nil
+}
+
+// childrenOf lists the processes whose parent is pid, from /proc.
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+		rest := string(b)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		if f := strings.Fields(rest); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
 }
 
 // postmasterPID reads the postmaster's pid from postmaster.pid (0 if none).

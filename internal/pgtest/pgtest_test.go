@@ -215,3 +215,65 @@ func TestUniqueName(t *testing.T) {
 		}
 	}
 }
+
+// TestHaltResume: a halted server refuses connections and keeps its data;
+// resumed, it answers on the same URL with the data still there.
+func TestHaltResume(t *testing.T) {
+	s := NewServer(t)
+	if s == Default || s.URL == Default.URL {
+		t.Fatal("NewServer returned the shared server")
+	}
+	dbURL := s.NewDatabase(t)
+	ctx := context.Background()
+	conn := connect(t, dbURL)
+	if _, err := conn.Exec(ctx, `CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"fast", "immediate"} {
+		if err := s.Halt(mode); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if c, err := pgx.Connect(cctx, dbURL); err == nil {
+			c.Close(ctx)
+			cancel()
+			t.Fatalf("halted (%s) server accepts connections", mode)
+		}
+		cancel()
+		if err := s.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := connect(t, dbURL).QueryRow(ctx, `SELECT n FROM kept`).Scan(&n); err != nil || n != 42 {
+			t.Fatalf("after halt -m %s and resume: %d, %v", mode, n, err)
+		}
+	}
+	if err := s.Halt("slow"); err == nil {
+		t.Error("Halt accepted an unknown mode")
+	}
+}
+
+// TestFreezeThaw: a frozen server keeps its connections open and answers
+// nothing; thawed, it answers on the same connection.
+func TestFreezeThaw(t *testing.T) {
+	s := NewServer(t)
+	conn := connect(t, s.NewDatabase(t))
+	ctx := context.Background()
+	if err := s.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	err := conn.Ping(qctx)
+	cancel()
+	if err == nil {
+		t.Fatal("a frozen server answered")
+	}
+	if err := s.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := connect(t, s.URL)
+	var one int
+	if err := c2.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil || one != 1 {
+		t.Fatalf("after thaw: %v", err)
+	}
+}

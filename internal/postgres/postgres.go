@@ -34,6 +34,10 @@ func roleOf(scope audit.Scope) string {
 	return AppRole
 }
 
+// connectTimeout bounds one connection attempt unless the URL sets
+// connect_timeout.
+const connectTimeout = 5 * time.Second
+
 // Store implements audit.Store on a pgx pool.
 type Store struct {
 	pool        *pgxpool.Pool
@@ -53,6 +57,13 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	}
 	if cfg.MaxConns < 10 && !hasParam(url, "pool_max_conns") {
 		cfg.MaxConns = 10
+	}
+	// A host that accepts nothing and refuses nothing (a partition, a
+	// stopped machine) must fail a connection attempt rather than hold it
+	// until the caller's deadline: the migrations at boot have none, and
+	// would never get to retry or give up.
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "nself-audit"
 	// Plan each query with its values: a generic plan cannot tell a narrow
@@ -118,12 +129,15 @@ func classify(err error) error {
 		return nil
 	}
 	var appErr *audit.Error
-	if errors.As(err, &appErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.As(err, &appErr) || errors.Is(err, context.Canceled) {
 		return err
 	}
 	var connErr *pgconn.ConnectError
-	if errors.As(err, &connErr) { // whatever the server said while connecting
+	if errors.As(err, &connErr) { // whatever the server said while connecting, or its silence
 		return &unavailableError{err}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {

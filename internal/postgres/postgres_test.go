@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -372,6 +373,42 @@ func TestUnavailable(t *testing.T) {
 	}
 	if _, err := s.Migrations(context.Background()); audit.ErrorCode(err) != audit.EUNAVAILABLE {
 		t.Fatalf("Migrations on an unreachable database: %v", err)
+	}
+}
+
+// TestConnectTimeout: a host that accepts connections and never answers
+// (a hung server, a partition) fails a connection attempt after the
+// default connect timeout, even with no deadline of the caller's, as
+// EUNAVAILABLE.
+func TestConnectTimeout(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	s, err := Open(context.Background(), "postgres://postgres@"+ln.Addr().String()+"/none?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Now()
+	_, err = s.Migrations(context.Background())
+	took := time.Since(start)
+	if audit.ErrorCode(err) != audit.EUNAVAILABLE {
+		t.Fatalf("silent host: %v (code %s), want EUNAVAILABLE", err, audit.ErrorCode(err))
+	}
+	if took < connectTimeout-time.Second || took > connectTimeout+3*time.Second {
+		t.Fatalf("gave up after %v, want about %v", took, connectTimeout)
 	}
 }
 
