@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command: go vet + go test -race over the module.
-# Installs the PostgreSQL server (needed by internal/pgtest) when missing and
-# running as root; otherwise says what to install.
+# Installs what the tests need when it is missing and this runs as root: the
+# PostgreSQL server (internal/pgtest), gcc (-race) and Chromium (the viewer's
+# browser test); otherwise says what to install.
 #
 #   bash scripts/test.sh                    # go test ... ./...
 #   bash scripts/test.sh ./internal/pgtest/ -run TestX -v   # args replace ./...
@@ -28,11 +29,17 @@ if [[ -z ${NSELF_AUDIT_TEST_DATABASE_URL:-} ]]; then
 fi
 # -race needs cgo, hence a C compiler.
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+# The viewer's browser test (cmd/nself-audit/viewer_test.go) drives Debian's
+# chromium; only outside CI may NSELF_AUDIT_SKIP_BROWSER=1 do without it.
+if [[ -z ${NSELF_AUDIT_CHROMIUM:-} ]] && ! command -v chromium >/dev/null 2>&1 &&
+	! [[ ${NSELF_AUDIT_SKIP_BROWSER:-} == 1 && -z ${CI:-} ]]; then
+	missing+=(chromium)
+fi
 
 if ((${#missing[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then
-		echo "scripts/test.sh: missing: ${missing[*]} (PostgreSQL server binaries / C compiler for -race)." >&2
-		echo "Install as root: apt-get update && apt-get install -y --no-install-recommends postgresql-15 gcc libc6-dev" >&2
+		echo "scripts/test.sh: missing: ${missing[*]} (PostgreSQL server binaries / C compiler for -race / Chromium for the viewer's test)." >&2
+		echo "Install as root: apt-get update && apt-get install -y --no-install-recommends postgresql-15 gcc libc6-dev chromium" >&2
 		echo "(package 'postgresql' if postgresql-15 is unavailable), or set NSELF_AUDIT_TEST_DATABASE_URL to a running server's superuser URL." >&2
 		exit 1
 	fi
@@ -50,6 +57,7 @@ if ((${#missing[@]})); then
 			fi
 			;;
 		gcc) pkgs+=(gcc libc6-dev) ;;
+		chromium) pkgs+=(chromium) ;;
 		esac
 	done
 	apt-get install -y --no-install-recommends "${pkgs[@]}"

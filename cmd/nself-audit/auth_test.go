@@ -60,7 +60,7 @@ func TestAuthRequired(t *testing.T) {
 		paths := []struct{ method, path string }{
 			{"POST", "/api/v1/events"}, {"GET", "/api/v1/events"}, {"GET", "/api/v1/events/01900000-0000-7000-8000-000000000001"},
 			{"GET", "/api/v1/actors/u1/events"}, {"GET", "/api/v1/stats"}, {"GET", "/api/v1/unknown"}, {"DELETE", "/api/v1/events"},
-			{"GET", "/"}, {"GET", "/api/v1//events"}, {"GET", "/api//v1/stats"}, {"GET", "/api/v1/x/../events"},
+			{"GET", "/index.html"}, {"GET", "/ui/nothing.js"}, {"GET", "/api/v1//events"}, {"GET", "/api//v1/stats"}, {"GET", "/api/v1/x/../events"},
 		}
 		wrong := []map[string]string{
 			nil,

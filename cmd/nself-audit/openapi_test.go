@@ -570,7 +570,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 	t.Parallel()
 	s := start(t, "sqlite")
 	o := loadOpenAPI(t)
-	routes := s.main.api.Routes()
+	routes := oaRoutes(s)
 	documented := o.operations()
 	for _, route := range routes {
 		method, _, ok := strings.Cut(route, " ")
@@ -678,7 +678,17 @@ func oaWith(h map[string]string, kv ...string) map[string]string {
 	return out
 }
 
-func (r *oaRun) served(op string) bool { return slices.Contains(r.s.main.api.Routes(), op) }
+func (r *oaRun) served(op string) bool { return slices.Contains(oaRoutes(r.s), op) }
+
+// oaRoutes returns the service's routes as the document names them: the
+// pattern "GET /{$}" (the path / alone) is the operation "GET /".
+func oaRoutes(s *service) []string {
+	var routes []string
+	for _, route := range s.main.api.Routes() {
+		routes = append(routes, strings.TrimSuffix(route, "{$}"))
+	}
+	return routes
+}
 
 func (r *oaRun) conform() {
 	t := r.t
@@ -692,6 +702,7 @@ func (r *oaRun) conform() {
 	r.do(oaCall{"GET", "/health", none, "", 200})
 	r.do(oaCall{"GET", "/ready", none, "", 200})
 	r.do(oaCall{"GET", "/openapi.json", none, "", 200})
+	r.viewerCases(plugin, none)
 
 	// An account without events.
 	r.do(oaCall{"POST", "/api/v1/checkpoints", plugin, "", 409})
@@ -824,7 +835,7 @@ func (r *oaRun) conform() {
 		if oaPendingOperations[op] != "" || strings.HasSuffix(tmpl, "/stream") {
 			continue // streams are driven by streamCases
 		}
-		path := strings.NewReplacer("{id}", id, "{actor_id}", "u1").Replace(tmpl)
+		path := strings.NewReplacer("{id}", id, "{actor_id}", "u1", "{file}", "app.js").Replace(tmpl)
 		body := ""
 		switch op {
 		case "POST /api/v1/events":
@@ -867,7 +878,7 @@ func (r *oaRun) conform() {
 		if oaPendingOperations["GET "+tmpl] != "" {
 			continue
 		}
-		path := strings.NewReplacer("{id}", id, "{actor_id}", "u1").Replace(tmpl)
+		path := strings.NewReplacer("{id}", id, "{actor_id}", "u1", "{file}", "app.js").Replace(tmpl)
 		open := len(r.o.security("GET", tmpl)) == 0 && r.o.at(oaPtr("paths", tmpl, "get")) != nil
 		for _, m := range []string{"DELETE", "PUT", "POST", "GET"} {
 			if op, _ := r.o.route(m, path); op != "" {
@@ -881,10 +892,29 @@ func (r *oaRun) conform() {
 			}
 		}
 	}
-	for _, path := range []string{"/api/v1/nothing", "/", "/api/v1//events", "/api/v1/events/", "/api/v1/x/../stats"} {
+	for _, path := range []string{"/api/v1/nothing", "/index.html", "/ui/", "/ui/app.js/", "/ui/../ui/app.js", "/api/v1//events", "/api/v1/events/", "/api/v1/x/../stats"} {
 		r.do(oaCall{"GET", path, plugin, "", 404})
 		r.do(oaCall{"GET", path, none, "", 401})
 	}
+}
+
+// viewerCases drives the viewer's page and files: open, each with its
+// content type, revalidated by ETag; an unknown file is an unknown route.
+func (r *oaRun) viewerCases(plugin, none map[string]string) {
+	t := r.t
+	page := r.do(oaCall{"GET", "/?action=user.*&account=acme", none, "", 200})
+	if !strings.Contains(string(page.raw), `src="ui/app.js"`) {
+		t.Errorf("GET /: the page does not load ui/app.js: %.300s", page.raw)
+	}
+	r.do(oaCall{"GET", "/", oaWith(none, "If-None-Match", page.header.Get("ETag")), "", 304})
+	for _, file := range []string{"app.js", "app.css", "icon.svg"} {
+		res := r.do(oaCall{"GET", "/ui/" + file, none, "", 200})
+		r.do(oaCall{"GET", "/ui/" + file, oaWith(none, "If-None-Match", res.header.Get("ETag")), "", 304})
+	}
+	r.do(oaCall{"GET", "/ui/index.html", plugin, "", 404})
+	r.do(oaCall{"GET", "/ui/index.html", none, "", 401})
+	r.do(oaCall{"GET", "/ui/nothing.js", plugin, "", 404})
+	r.do(oaCall{"GET", "/ui/nothing.js", none, "", 401})
 }
 
 // exportCSV drives format=csv and the list filters of the export, or,

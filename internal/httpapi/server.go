@@ -122,6 +122,8 @@ func (s *Server) routes() *routeMux {
 	mux.HandleFunc("GET /ready", s.handleReady)
 	mux.HandleFunc("GET /openapi.json", s.handleOpenAPI)
 	mux.HandleFunc("GET /auth/verify", s.handleAuthVerify)
+	mux.HandleFunc("GET /{$}", s.handleViewerPage) // the audit viewer (viewer.go)
+	mux.HandleFunc("GET /ui/{file}", s.handleViewerAsset)
 
 	api := func(h http.HandlerFunc) http.Handler { return s.authenticated(h) }
 	mux.Handle("POST /api/v1/events", api(s.handleCreateEvent))
@@ -168,9 +170,9 @@ func (m *routeMux) Handle(pattern string, h http.Handler) {
 func (m *routeMux) HandleFunc(pattern string, h http.HandlerFunc) { m.Handle(pattern, h) }
 
 // notFound answers unknown routes and wrong methods with JSON errors, after
-// authentication everywhere but the open routes (the probes and the OpenAPI
-// document): without credentials, a caller learns nothing about which
-// routes exist.
+// authentication everywhere but the open routes (the probes, the OpenAPI
+// document, the viewer's files): without credentials, a caller learns
+// nothing about which routes exist.
 func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
@@ -194,7 +196,7 @@ func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 			}
 			s.writeError(w, r, audit.Errorf(audit.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
 		})
-		if r.URL.Path == "/health" || r.URL.Path == "/ready" || r.URL.Path == "/openapi.json" {
+		if r.URL.Path == "/health" || r.URL.Path == "/ready" || r.URL.Path == "/openapi.json" || isViewerPath(r.URL.Path) {
 			answer.ServeHTTP(w, r)
 			return
 		}
