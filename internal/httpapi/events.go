@@ -44,6 +44,14 @@ func (s *Server) handleCreateEvent(w http.ResponseWriter, r *http.Request) {
 	if key != "" {
 		item.Fingerprint = in.Fingerprint(e)
 	}
+	s.writeItem(w, r, item, "")
+}
+
+// writeItem stores one event through the writer and answers: 201 with the
+// event, 200 with the original for a replayed idempotency key, or the
+// error. conflict, when set, is the message of a key reused for other
+// content.
+func (s *Server) writeItem(w http.ResponseWriter, r *http.Request, item *audit.AppendItem, conflict string) {
 	ctx, done, err := s.writeContext(r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -55,6 +63,9 @@ func (s *Server) handleCreateEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if item.Err != nil {
+		if conflict != "" && audit.ErrorCode(item.Err) == audit.ECONFLICT {
+			item.Err = audit.Errorf(audit.ECONFLICT, "%s", conflict)
+		}
 		s.writeError(w, r, item.Err)
 		return
 	}

@@ -51,30 +51,7 @@ func (s *Server) handleHasuraHook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	item := &audit.AppendItem{Event: e, IdempotencyKey: ev.IdempotencyKey, Fingerprint: ev.Fingerprint}
-	ctx, done, err := s.writeContext(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	defer done()
-	if err := s.writer.Write(ctx, item); err != nil {
-		s.writeWaitError(w, r, ctx, err)
-		return
-	}
-	if item.Err != nil {
-		if audit.ErrorCode(item.Err) == audit.ECONFLICT {
-			item.Err = audit.Errorf(audit.ECONFLICT, "Hasura event %s was already recorded with other content", truncateText(ev.ID, 64))
-		}
-		s.writeError(w, r, item.Err)
-		return
-	}
-	status := http.StatusCreated
-	if item.Replayed {
-		status = http.StatusOK
-		w.Header().Set("Idempotent-Replayed", "true")
-	}
-	w.Header().Set("Location", "/api/v1/events/"+item.Event.ID.String())
-	writeJSON(w, status, item.Event)
+	s.writeItem(w, r, item, "Hasura event "+truncateText(ev.ID, 64)+" was already recorded with other content")
 }
 
 // hookKeyColumns reads the only query parameter of the hook route, key:
