@@ -1,19 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nself-org/nself-audit/internal/pgtest"
-	"github.com/nself-org/nself-audit/internal/postgres"
-	"github.com/nself-org/nself-audit/internal/sqlite"
 )
 
 // TestDatabaseOutageUnderLoad: PostgreSQL goes away under write load, as
@@ -126,11 +122,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 				t.Errorf("the slowest 503 took %v, want %v at most: a quick refusal, not a wait", slowest503, c.slowest)
 			}
 			created, replayed := load.retryUnacked(t, p.url)
-			st, err := postgres.Open(context.Background(), dbURL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openStoreOf(t, "postgres", dbURL, "")
 			stored := load.checkStored(t, st)
 			t.Logf("%s: %d /ready probes while down (503, slowest %v); %d writes refused with 503 (slowest %v), 0 unanswered; "+
 				"ready %v after the database returned; %d retries answered 200 (stored after their 503: replayed, not duplicated); "+
@@ -181,11 +173,7 @@ func TestSIGTERMWithStuckClient(t *testing.T) {
 	p2 := runProcess(t, env...)
 	created, replayed := load.retryUnacked(t, p2.url)
 	p2.stop()
-	st, err := sqlite.Open(context.Background(), filepath.Join(dataDir, "nself-audit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStoreOf(t, "sqlite", "", dataDir)
 	stored := load.checkStored(t, st)
 	t.Logf("stop with a stuck client: %v, exit 1, the stuck request cut; %d retried (%d stored, %d replayed); %d events stored, each key once",
 		elapsed.Round(time.Millisecond), created+replayed, created, replayed, stored)

@@ -420,17 +420,7 @@ func TestKill9KeepsAcknowledged(t *testing.T) {
 			created, replayed := load.retryUnacked(t, p2.url)
 			resent := load.resendAcked(t, p2.url, 50)
 			p2.stop()
-			var st audit.Store
-			var err error
-			if store == "postgres" {
-				st, err = postgres.Open(context.Background(), dbURL)
-			} else {
-				st, err = sqlite.Open(context.Background(), filepath.Join(dataDir, "nself-audit.db"))
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openStoreOf(t, store, dbURL, dataDir)
 			stored := load.checkStored(t, st)
 			t.Logf("%s: %d acknowledged before SIGKILL; %d unanswered retried after restart (%d stored by the retry, %d already stored: replayed); "+
 				"%d acknowledged resent (replayed); %d events stored, each key once, chains verify", store, acked, created+replayed, created, replayed, resent, stored)
@@ -528,16 +518,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 			}
 			created, replayed := load.retryUnacked(t, p2.url)
 			p2.stop()
-			var st audit.Store
-			if store == "postgres" {
-				st, err = postgres.Open(context.Background(), dbURL)
-			} else {
-				st, err = sqlite.Open(context.Background(), filepath.Join(dataDir, "nself-audit.db"))
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openStoreOf(t, store, dbURL, dataDir)
 			stored := load.checkStored(t, st)
 			t.Logf("%s: %d acknowledged under load, the request in flight answered 201, shutdown took %v (exit 0); "+
 				"%d retried after restart (%d stored, %d replayed); %d load events stored, each key once",
@@ -572,4 +553,22 @@ func postFromBoth(t *testing.T, s1, s2 *service, accounts []string, clients, eac
 	for e := range errs {
 		t.Fatal(e)
 	}
+}
+
+// openStoreOf opens, for the test's own reading, the store that a process
+// of the test wrote to: PostgreSQL at dbURL or the SQLite file in dataDir.
+func openStoreOf(t *testing.T, store, dbURL, dataDir string) audit.Store {
+	t.Helper()
+	var st audit.Store
+	var err error
+	if store == "postgres" {
+		st, err = postgres.Open(context.Background(), dbURL)
+	} else {
+		st, err = sqlite.Open(context.Background(), filepath.Join(dataDir, "nself-audit.db"))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
