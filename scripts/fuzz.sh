@@ -3,9 +3,12 @@
 #
 #   bash scripts/fuzz.sh                      # every Fuzz* target, 60 s each
 #   bash scripts/fuzz.sh -t 10m FuzzAuthenticate
-#   bash scripts/fuzz.sh -t 10s FuzzDecodeEventInput FuzzParseListQuery   # as CI runs it
+#   bash scripts/fuzz.sh -t 300000x FuzzDecodeEventInput FuzzParseListQuery   # as CI runs it
 #
-# Options: -t DURATION  time per target (go test -fuzztime; default 60s)
+# Options: -t BUDGET    time or input count per target (go test -fuzztime:
+#                       60s, 10m, or 300000x; default 60s). A duration can end
+#                       in a spurious "context deadline exceeded" failure on
+#                       Go 1.26 (go.dev/issue/75804): a count cannot
 #          -p N         fuzzing workers per target (default: go's, one per CPU)
 #          -m LIMIT     go test -fuzzminimizetime (default 2000x: shrinking each
 #                       new input costs at most 2000 runs; go's 60s default
