@@ -471,6 +471,23 @@ func TestChainHeadOnlyMovesForward(t *testing.T) {
 	}
 }
 
+// TestChainHeadGuardGenericPlan: the guard that runs on every move of a
+// head plans its lookup once (migration 0010), not once per call over every
+// partition.
+func TestChainHeadGuardGenericPlan(t *testing.T) {
+	t.Parallel()
+	_, su := setup(t)
+	var config []string
+	err := su.QueryRow(context.Background(), `SELECT coalesce(proconfig, '{}') FROM pg_proc
+		WHERE oid = 'np_nself_audit.chain_head_guard()'::regprocedure`).Scan(&config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(config, "plan_cache_mode=force_generic_plan") {
+		t.Fatalf("chain_head_guard settings %q; want plan_cache_mode=force_generic_plan", config)
+	}
+}
+
 // TestFilterIndexesUsed: each list filter is served by an index, so a rare
 // value is found without reading the account's other events.
 func TestFilterIndexesUsed(t *testing.T) {
