@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -314,7 +315,6 @@ func ms(us int64) float64 { return math.Round(float64(us)/10) / 100 }
 // bench is one run in progress.
 type bench struct {
 	cfg      benchConfig
-	client   *http.Client
 	deadline time.Time
 
 	reserved atomic.Int64 // events handed to requests, for --max-events
@@ -348,23 +348,15 @@ type accountPlan struct {
 // error, before any load, when the server cannot be reached or refuses the
 // token.
 func runBench(ctx context.Context, cfg benchConfig) (*benchSummary, error) {
-	tr := &http.Transport{
-		Proxy:               nil,
-		MaxIdleConns:        cfg.Concurrency * 2,
-		MaxIdleConnsPerHost: cfg.Concurrency * 2,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
+	b := &bench{cfg: cfg, byStatus: map[string]int64{}}
+	probe, err := b.conn()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.URL, err)
 	}
-	defer tr.CloseIdleConnections()
-	b := &bench{
-		cfg:      cfg,
-		client:   &http.Client{Transport: tr, Timeout: requestTimeout},
-		byStatus: map[string]int64{},
-	}
+	defer probe.close()
 	// One request before the load: a wrong URL or token fails now, not as
 	// a duration's worth of errors.
-	if _, _, err := b.list(ctx, b.account(0), url.Values{"limit": {"1"}}); err != nil {
+	if _, _, err := b.list(ctx, probe, b.account(0), url.Values{"limit": {"1"}}); err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.URL, err)
 	}
 	if cfg.Mode == "query" {
@@ -372,7 +364,7 @@ func runBench(ctx context.Context, cfg benchConfig) (*benchSummary, error) {
 		for _, k := range queryKinds {
 			b.kinds[k] = &kindStats{}
 		}
-		if err := b.planQueries(ctx); err != nil {
+		if err := b.planQueries(ctx, probe); err != nil {
 			return nil, err
 		}
 	}
@@ -413,6 +405,10 @@ func runBench(ctx context.Context, cfg benchConfig) (*benchSummary, error) {
 
 func (b *bench) account(i int) string { return "acct-" + strconv.Itoa(i) }
 
+// conn returns a new connection to the server (dialled at its first
+// request).
+func (b *bench) conn() (*benchConn, error) { return newBenchConn(b.cfg.URL, b.cfg.Secret) }
+
 // more reports whether a worker may start another request, and reserves
 // the events it will send (n wanted; the answer may be fewer under
 // --max-events).
@@ -433,6 +429,11 @@ func (b *bench) more(ctx context.Context, want int64) (int64, bool) {
 func (b *bench) worker(ctx context.Context, w int) {
 	rng := rand.New(rand.NewPCG(uint64(w)+1, uint64(time.Now().UnixNano())))
 	gen := &eventGen{rng: rng, worker: w}
+	c, err := b.conn()
+	if err != nil {
+		return // runBench's probe has checked the URL
+	}
+	defer c.close()
 	var buf bytes.Buffer
 	for i := 0; ; i++ {
 		var ok bool
@@ -443,7 +444,7 @@ func (b *bench) worker(ctx context.Context, w int) {
 			}
 			buf.Reset()
 			gen.appendEvent(&buf)
-			ok = b.post(ctx, "/api/v1/events", b.account(rng.IntN(b.cfg.Accounts)), buf.Bytes(), 1)
+			ok = b.post(ctx, c, "/api/v1/events", b.account(rng.IntN(b.cfg.Accounts)), buf.Bytes(), 1)
 		case "batch":
 			var n int64
 			if n, ok = b.more(ctx, int64(b.cfg.BatchSize)); !ok {
@@ -458,17 +459,17 @@ func (b *bench) worker(ctx context.Context, w int) {
 				gen.appendEvent(&buf)
 			}
 			buf.WriteString("]}")
-			ok = b.post(ctx, "/api/v1/events/batch", b.account(rng.IntN(b.cfg.Accounts)), buf.Bytes(), n)
+			ok = b.post(ctx, c, "/api/v1/events/batch", b.account(rng.IntN(b.cfg.Accounts)), buf.Bytes(), n)
 		case "query":
 			if _, ok = b.more(ctx, 0); !ok {
 				return
 			}
-			ok = b.query(ctx, rng, queryKinds[(w+i)%len(queryKinds)])
+			ok = b.query(ctx, c, rng, queryKinds[(w+i)%len(queryKinds)])
 		case "stats":
 			if _, ok = b.more(ctx, 0); !ok {
 				return
 			}
-			ok = b.stats(ctx, b.account(rng.IntN(b.cfg.Accounts)))
+			ok = b.stats(ctx, c, b.account(rng.IntN(b.cfg.Accounts)))
 		}
 		if !ok {
 			select {
@@ -480,41 +481,13 @@ func (b *bench) worker(ctx context.Context, w int) {
 	}
 }
 
-// do sends one request and reads the whole answer (so the connection is
-// kept alive). It returns the status and body, or a transport error.
-func (b *bench) do(ctx context.Context, method, path, account string, body []byte) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, b.cfg.URL+path, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+b.cfg.Secret)
-	req.Header.Set("X-Source-Account-Id", account)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := b.client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		return 0, nil, err
-	}
-	return res.StatusCode, raw, nil
-}
-
 // failed counts an error: by HTTP status, or "transport" / "timeout".
 func (b *bench) failed(status int, err error) {
 	key := strconv.Itoa(status)
 	if err != nil {
 		key = "transport"
-		var ue *url.Error
-		if errors.As(err, &ue) && ue.Timeout() {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
 			key = "timeout"
 		}
 	}
@@ -529,9 +502,9 @@ func (b *bench) failedAs(key string) {
 }
 
 // post sends events and counts them when the answer is 201.
-func (b *bench) post(ctx context.Context, path, account string, body []byte, n int64) bool {
+func (b *bench) post(ctx context.Context, c *benchConn, path, account string, body []byte, n int64) bool {
 	t0 := time.Now()
-	status, _, err := b.do(ctx, "POST", path, account, body)
+	status, _, err := c.do(ctx, "POST", path, account, body)
 	d := time.Since(t0)
 	b.requests.Add(1)
 	if err != nil || status != http.StatusCreated {
@@ -556,8 +529,8 @@ type listAnswer struct {
 }
 
 // list is GET /api/v1/events?q for account, outside the measurements.
-func (b *bench) list(ctx context.Context, account string, q url.Values) (*listAnswer, int, error) {
-	status, raw, err := b.do(ctx, "GET", "/api/v1/events?"+q.Encode(), account, nil)
+func (b *bench) list(ctx context.Context, c *benchConn, account string, q url.Values) (*listAnswer, int, error) {
+	status, raw, err := c.do(ctx, "GET", "/api/v1/events?"+q.Encode(), account, nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -574,15 +547,15 @@ func (b *bench) list(ctx context.Context, account string, q url.Values) (*listAn
 // planQueries follows next_cursor deepPageHops pages deep in each account
 // and picks the time range of the action query: the middle half of the
 // span between the account's oldest and newest events.
-func (b *bench) planQueries(ctx context.Context) error {
+func (b *bench) planQueries(ctx context.Context, c *benchConn) error {
 	short := 0
 	for i := range b.cfg.Accounts {
 		p := &accountPlan{account: b.account(i)}
-		newest, _, err := b.list(ctx, p.account, url.Values{"limit": {"1"}})
+		newest, _, err := b.list(ctx, c, p.account, url.Values{"limit": {"1"}})
 		if err != nil {
 			return err
 		}
-		oldest, _, err := b.list(ctx, p.account, url.Values{"limit": {"1"}, "sort": {"asc"}})
+		oldest, _, err := b.list(ctx, c, p.account, url.Values{"limit": {"1"}, "sort": {"asc"}})
 		if err != nil {
 			return err
 		}
@@ -603,7 +576,7 @@ func (b *bench) planQueries(ctx context.Context) error {
 			if cursor != "" {
 				q.Set("cursor", cursor)
 			}
-			page, _, err := b.list(ctx, p.account, q)
+			page, _, err := b.list(ctx, c, p.account, q)
 			if err != nil {
 				return err
 			}
@@ -629,7 +602,7 @@ func (b *bench) planQueries(ctx context.Context) error {
 }
 
 // query runs one query of kind and records it.
-func (b *bench) query(ctx context.Context, rng *rand.Rand, kind string) bool {
+func (b *bench) query(ctx context.Context, c *benchConn, rng *rand.Rand, kind string) bool {
 	p := b.plans[rng.IntN(len(b.plans))]
 	q := url.Values{"limit": {"50"}}
 	switch kind {
@@ -650,7 +623,7 @@ func (b *bench) query(ctx context.Context, rng *rand.Rand, kind string) bool {
 	}
 	ks := b.kinds[kind]
 	t0 := time.Now()
-	status, raw, err := b.do(ctx, "GET", "/api/v1/events?"+q.Encode(), p.account, nil)
+	status, raw, err := c.do(ctx, "GET", "/api/v1/events?"+q.Encode(), p.account, nil)
 	d := time.Since(t0)
 	if err != nil && ctx.Err() != nil {
 		return false
@@ -679,9 +652,9 @@ func (b *bench) query(ctx context.Context, rng *rand.Rand, kind string) bool {
 }
 
 // stats runs GET /api/v1/stats over the whole account.
-func (b *bench) stats(ctx context.Context, account string) bool {
+func (b *bench) stats(ctx context.Context, c *benchConn, account string) bool {
 	t0 := time.Now()
-	status, _, err := b.do(ctx, "GET", "/api/v1/stats", account, nil)
+	status, _, err := c.do(ctx, "GET", "/api/v1/stats", account, nil)
 	d := time.Since(t0)
 	if err != nil && ctx.Err() != nil {
 		return false
