@@ -488,6 +488,50 @@ func TestChainHeadGuardGenericPlan(t *testing.T) {
 	}
 }
 
+// TestHashChecks: the hash columns take exactly 64 lowercase hex digits
+// (migration 0011 replaced 0001's regular expressions with a cheaper
+// check that must admit the same strings).
+func TestHashChecks(t *testing.T) {
+	t.Parallel()
+	_, su := setup(t)
+	ctx := context.Background()
+	good := strings.Repeat("0123456789abcdef", 4)
+	insert := func(prev, hash string) error {
+		tx, err := su.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, scopeSQL, "acme", "", AppRole); err != nil {
+			t.Fatal(err)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at,
+			recorded_at, actor_type, action, outcome, severity, prev_hash, hash)
+			VALUES (gen_random_uuid(), 'acme', 1, now(), now(), 'user', 'x.y', 'success', 'info', $1, $2)`, prev, hash)
+		return err
+	}
+	if err := insert(good, good); err != nil {
+		t.Fatalf("64 lowercase hex digits refused: %v", err)
+	}
+	for _, bad := range []string{
+		"",
+		good[:63],
+		good + "0",
+		strings.ToUpper(good),
+		good[:63] + "g",
+		good[:62] + " 0",
+		good[:60] + "\x00",
+		good[:62] + "é",
+	} {
+		if err := insert(bad, good); err == nil {
+			t.Errorf("prev_hash %q accepted", bad)
+		}
+		if err := insert(good, bad); err == nil {
+			t.Errorf("hash %q accepted", bad)
+		}
+	}
+}
+
 // TestFilterIndexesUsed: each list filter is served by an index, so a rare
 // value is found without reading the account's other events.
 func TestFilterIndexesUsed(t *testing.T) {
