@@ -1,0 +1,45 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/nself-org/nself-audit/internal/audit"
+)
+
+// TestEventListJSON: a list page written by eventList.MarshalJSON has the
+// bytes encoding/json gives for the same page through writeJSON's encoder.
+func TestEventListJSON(t *testing.T) {
+	type reflected struct { // eventList without its MarshalJSON
+		Events     []*audit.Event `json:"events"`
+		NextCursor *string        `json:"next_cursor"`
+	}
+	ev := func(i int, text string) *audit.Event {
+		return &audit.Event{ID: uuid.New(), SourceAccountID: "acct", Seq: int64(i), OccurredAt: time.Now(),
+			RecordedAt: time.Now(), ActorID: text, Action: "doc.read", Metadata: audit.CanonicalJSON(`{"a":"` + text + `"}`)}
+	}
+	cursor := "AQAGYUAIix7DAaIcrjgYdFi5Kgngws3C32e7r6tDQFknYPm5-B4V"
+	for _, l := range []eventList{
+		{Events: []*audit.Event{}},
+		{Events: []*audit.Event{ev(1, "a<b>&c")}},
+		{Events: []*audit.Event{ev(1, "x"), ev(2, "\u2028"), ev(3, "é")}, NextCursor: &cursor},
+	} {
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(reflected(l)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := l.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(append(got, '\n'), want.Bytes()) {
+			t.Fatalf("eventList.MarshalJSON:\n got %s\nwant %s", got, want.Bytes())
+		}
+	}
+}
