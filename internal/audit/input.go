@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -389,16 +390,17 @@ func CheckText(name, v string, max int) error {
 // It covers every input field except the server-assigned ones and, when
 // the client gave none, occurred_at (a retry would default it anew).
 func (in *EventInput) Fingerprint(e *Event) string {
-	var b bytes.Buffer
 	occurred := ""
 	if in.OccurredAt != nil {
 		occurred = FormatTime(e.OccurredAt)
 	}
+	b := make([]byte, 0, 512+len(e.Metadata))
 	for _, s := range []string{occurred, e.ActorID, e.ActorType, e.Action, e.ResourceType, e.ResourceID,
 		e.Outcome, e.Severity, e.IPAddress, e.UserAgent, e.RequestID, e.Source, string(e.Metadata)} {
-		fmt.Fprintf(&b, "%d:%s;", len(s), s)
+		b = strconv.AppendInt(b, int64(len(s)), 10) // "<length>:<text>;"
+		b = append(append(append(b, ':'), s...), ';')
 	}
-	return sha256Hex(b.Bytes())
+	return sha256Hex(b)
 }
 
 // MaxBatch is how many events one batch request may hold.

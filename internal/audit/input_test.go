@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +117,12 @@ func TestFingerprint(t *testing.T) {
 	}
 	if a.Fingerprint(ea) == c.Fingerprint(ec) {
 		t.Error("different events share a fingerprint")
+	}
+	// Stored keys keep their fingerprints: the form is fixed, each text
+	// as "<length>:<text>;" (no occurred_at given: an empty first text).
+	want := sha256.Sum256([]byte("0:;1:u;4:user;3:a.b;0:;0:;7:success;4:info;0:;0:;0:;0:;13:{\"x\":1,\"y\":2};"))
+	if got := a.Fingerprint(ea); got != hex.EncodeToString(want[:]) {
+		t.Errorf("fingerprint %s; want %x", got, want)
 	}
 }
 

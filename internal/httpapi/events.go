@@ -101,7 +101,6 @@ func (s *Server) handleCreateBatch(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get("Idempotency-Key")
 	source, now := r.Header.Get("X-Source-Plugin"), s.now()
 	items := make([]*audit.AppendItem, len(ins))
-	prints := sha256.New()
 	for i, in := range ins {
 		e, err := in.Validate(p.AccountID, source, now)
 		if err != nil {
@@ -109,9 +108,12 @@ func (s *Server) handleCreateBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		items[i] = &audit.AppendItem{Event: e}
-		fmt.Fprintf(prints, "%s;", in.Fingerprint(e))
 	}
 	if key != "" {
+		prints := sha256.New()
+		for i, in := range ins {
+			fmt.Fprintf(prints, "%s;", in.Fingerprint(items[i].Event))
+		}
 		if err := audit.CheckText("Idempotency-Key", key, audit.MaxIdempotencyLen); err != nil {
 			s.writeError(w, r, err)
 			return
@@ -162,6 +164,24 @@ type batchResult struct {
 	Events []*audit.Event `json:"events"`
 }
 
+// MarshalJSON writes the answer as encoding/json would (see eventList's).
+func (l batchResult) MarshalJSON() ([]byte, error) {
+	b := append(make([]byte, 0, 16+len(l.Events)*768), `{"events":`...)
+	return append(appendEvents(b, l.Events), '}'), nil
+}
+
+// appendEvents appends evs as a JSON array, each by its AppendJSON.
+func appendEvents(b []byte, evs []*audit.Event) []byte {
+	b = append(b, '[')
+	for i, e := range evs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = e.AppendJSON(b)
+	}
+	return append(b, ']')
+}
+
 // eventList is the body of the list routes.
 type eventList struct {
 	Events     []*audit.Event `json:"events"`
@@ -172,15 +192,8 @@ type eventList struct {
 // AppendJSON, without reflection and without scanning the events' output
 // again (which encoding/json does to every Marshaler's).
 func (l eventList) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 64+len(l.Events)*768)
-	b = append(b, `{"events":[`...)
-	for i, e := range l.Events {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = e.AppendJSON(b)
-	}
-	b = append(b, `],"next_cursor":`...)
+	b := append(make([]byte, 0, 64+len(l.Events)*768), `{"events":`...)
+	b = append(appendEvents(b, l.Events), `,"next_cursor":`...)
 	if l.NextCursor == nil {
 		b = append(b, "null"...)
 	} else {

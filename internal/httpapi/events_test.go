@@ -11,8 +11,9 @@ import (
 	"github.com/nself-org/nself-audit/internal/audit"
 )
 
-// TestEventListJSON: a list page written by eventList.MarshalJSON has the
-// bytes encoding/json gives for the same page through writeJSON's encoder.
+// TestEventListJSON: a list page written by eventList.MarshalJSON, and a
+// batch answer by batchResult's, have the bytes encoding/json gives for the
+// same values through writeJSON's encoder.
 func TestEventListJSON(t *testing.T) {
 	type reflected struct { // eventList without its MarshalJSON
 		Events     []*audit.Event `json:"events"`
@@ -40,6 +41,15 @@ func TestEventListJSON(t *testing.T) {
 		}
 		if !bytes.Equal(append(got, '\n'), want.Bytes()) {
 			t.Fatalf("eventList.MarshalJSON:\n got %s\nwant %s", got, want.Bytes())
+		}
+		want.Reset()
+		if err := enc.Encode(struct {
+			Events []*audit.Event `json:"events"`
+		}{l.Events}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := (batchResult{l.Events}).MarshalJSON(); !bytes.Equal(append(got, '\n'), want.Bytes()) {
+			t.Fatalf("batchResult.MarshalJSON:\n got %s\nwant %s", got, want.Bytes())
 		}
 	}
 }
