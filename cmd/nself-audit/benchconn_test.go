@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -98,5 +99,35 @@ func TestBenchConn(t *testing.T) {
 	cancel()
 	if _, _, err := c.do(cctx, "GET", "/empty", "acct-7", nil); err == nil {
 		t.Fatal("a request with an ended context succeeded")
+	}
+}
+
+// TestCountEvents: the bench's byte scanner counts a list answer's events
+// as decoding it does, and refuses what is not a list answer.
+func TestCountEvents(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		n    int
+		ok   bool
+	}{
+		{`{"events":[],"next_cursor":null}`, 0, true},
+		{`{"events":[{"a":1}],"next_cursor":null}`, 1, true},
+		{`{"events":[{"a":"}]{[\"\\"},{"b":{"c":[1,{"d":2}]}},{}],"next_cursor":"x"}`, 3, true},
+		{"{\"events\":[ {\"a\":1} , {\"b\":\"]\"} ]}\n", 2, true},
+		{`{"events":[{"a":1}`, 0, false},
+		{`{"events":[1,2]}`, 0, false},
+		{`{"error":"nope"}`, 0, false},
+		{``, 0, false},
+	} {
+		n, ok := countEvents([]byte(c.body))
+		if n != c.n || ok != c.ok {
+			t.Errorf("countEvents(%s) = %d, %v; want %d, %v", c.body, n, ok, c.n, c.ok)
+		}
+		if c.ok {
+			var a struct{ Events []json.RawMessage }
+			if err := json.Unmarshal([]byte(c.body), &a); err != nil || len(a.Events) != c.n {
+				t.Errorf("%s: encoding/json finds %d events (%v)", c.body, len(a.Events), err)
+			}
+		}
 	}
 }
