@@ -30,16 +30,39 @@ func queryEvents(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]*au
 // runs as one implicit, read-only transaction. The queries' callbacks run
 // as their results arrive.
 func (s *Store) read(ctx context.Context, scope audit.Scope, queue func(b *pgx.Batch)) error {
+	return s.readPlanned(ctx, scope, customPlans, queue)
+}
+
+// Plan cache modes of a read (see readPlanned).
+const (
+	customPlans  = "force_custom_plan"
+	genericPlans = "force_generic_plan"
+)
+
+// readPlanned is read with the plan cache mode of the queries. Reads plan
+// each query for its values by default (the pool's setting): a time range
+// prunes partitions and picks between the time index and a filter's, which
+// a generic plan cannot. A list without a time range or an action prefix
+// has one best plan whatever its values (the filter's index, newest first,
+// and the cursor's bound pruned at run time), and planning it again cost
+// more than running it: 0.5-1.0 ms of planning against 0.4-2.0 ms of
+// execution per page at 1.2M events (pg_stat_statements).
+func (s *Store) readPlanned(ctx context.Context, scope audit.Scope, mode string, queue func(b *pgx.Batch)) error {
 	b := &pgx.Batch{}
-	b.Queue(scopeSQL+`, set_config('transaction_read_only', 'on', true)`, scope.AccountID, scope.ActorID, roleOf(scope))
+	b.Queue(scopeSQL+`, set_config('transaction_read_only', 'on', true), set_config('plan_cache_mode', $4, true)`,
+		scope.AccountID, scope.ActorID, roleOf(scope), mode)
 	queue(b)
 	return classify(s.pool.SendBatch(ctx, b).Close())
 }
 
 // readEvents runs one query of events in scope in a single round trip.
 func (s *Store) readEvents(ctx context.Context, scope audit.Scope, sql string, args ...any) ([]*audit.Event, error) {
+	return s.readEventsPlanned(ctx, scope, customPlans, sql, args...)
+}
+
+func (s *Store) readEventsPlanned(ctx context.Context, scope audit.Scope, mode, sql string, args ...any) ([]*audit.Event, error) {
 	var evs []*audit.Event
-	err := s.read(ctx, scope, func(b *pgx.Batch) {
+	err := s.readPlanned(ctx, scope, mode, func(b *pgx.Batch) {
 		b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 			var err error
 			evs, err = scanEvents(rows)
@@ -182,8 +205,12 @@ func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) (
 	// The rollup counts the whole account: an actor-scoped caller (whose
 	// role may not read it) reads the prefix as one range of its own events.
 	if f.ActionPrefix == "" || f.Action != "" || scope.ActorID != "" {
+		mode := customPlans
+		if f.ActionPrefix == "" && f.Since.IsZero() && f.Until.IsZero() {
+			mode = genericPlans
+		}
 		sql, args := eventsQuery(scope, f, false)
-		return s.readEvents(ctx, scope, sql, args...)
+		return s.readEventsPlanned(ctx, scope, mode, sql, args...)
 	}
 	// One round trip: how many actions the prefix has, and the page read
 	// per action. Past maxPrefixActions, the page is read again as one range.
