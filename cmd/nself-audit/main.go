@@ -311,7 +311,13 @@ func (m *Main) Run(ctx context.Context) error {
 		m.metrics.Register(m.pg.PoolCollector())
 	}
 	notifier := notify.New() // wakes the live tails after each commit
-	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, OnCommit: func(items []*audit.AppendItem, d time.Duration, err error) {
+	// PostgreSQL's store pipelines batches (internal/postgres/pipe.go): two
+	// in flight keep its connection busy while the next one is linked.
+	inFlight := 1
+	if m.pg != nil {
+		inFlight = 2
+	}
+	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, InFlight: inFlight, OnCommit: func(items []*audit.AppendItem, d time.Duration, err error) {
 		m.metrics.ObserveCommit(items, d, err)
 		notifier.Committed(items, err)
 	}})

@@ -23,6 +23,11 @@ type Config struct {
 	// Attempts is how often a batch that failed for a transient reason
 	// (deadlock, serialization) is tried; default 3.
 	Attempts int
+	// InFlight is how many batches may be committing at once; default 1.
+	// More is for a store whose Append links a batch to the ones still in
+	// flight and pipelines them (PostgreSQL's); a store that takes one
+	// write at a time would only make them wait on each other.
+	InFlight int
 	Logger   *slog.Logger
 	// OnCommit, when set, is told of every batch after its transaction:
 	// the items, the time taken (retries included) and the error.
@@ -56,6 +61,9 @@ func New(store audit.Store, cfg Config) *Writer {
 	}
 	if cfg.Attempts <= 0 {
 		cfg.Attempts = 3
+	}
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = 1
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -101,8 +109,16 @@ func (w *Writer) QueueDepth() int { return len(w.reqs) }
 // returns.
 func (w *Writer) Run() {
 	defer close(w.done)
+	// Batches commit in goroutines of their own when more than one may be
+	// in flight; slots bounds them, and Run waits for them before it ends.
+	var commits sync.WaitGroup
+	defer commits.Wait()
+	// A slot is taken before the batch is gathered, so that a batch takes
+	// everything that queued while the others committed.
+	slots := make(chan struct{}, w.cfg.InFlight)
 	var pending *request // taken from the queue but did not fit the last batch
 	for {
+		slots <- struct{}{}
 		var batch []*request
 		if pending != nil {
 			batch, pending = append(batch, pending), nil
@@ -131,7 +147,17 @@ func (w *Writer) Run() {
 				break fill
 			}
 		}
-		w.commit(batch)
+		if w.cfg.InFlight == 1 {
+			w.commit(batch)
+			<-slots
+			continue
+		}
+		commits.Add(1)
+		go func() {
+			defer commits.Done()
+			w.commit(batch)
+			<-slots
+		}()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,4 +232,58 @@ func TestTransientFailureRetried(t *testing.T) {
 	if err := w2.Write(context.Background(), item(t, "acme")); err == nil || always.calls != 3 {
 		t.Fatalf("write against a store that always deadlocks: %v after %d attempts", err, always.calls)
 	}
+}
+
+// TestInFlight: with InFlight 2, two batches commit at once and never
+// more; every write is answered, and Close waits for the batches in flight.
+func TestInFlight(t *testing.T) {
+	t.Parallel()
+	store := &overlapStore{countingStore: countingStore{Store: newStore(t), hold: 15 * time.Millisecond}}
+	w := New(store, Config{MaxBatch: 4, InFlight: 2})
+	go w.Run()
+	done := make(chan []error)
+	go func() { done <- writeConcurrently(t, w, 60) }()
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := store.active.Load(); n != 0 {
+		t.Fatalf("Close returned with %d batches committing", n)
+	}
+	ok := 0
+	for _, err := range <-done {
+		switch {
+		case err == nil:
+			ok++
+		case audit.ErrorCode(err) != audit.EUNAVAILABLE:
+			t.Fatalf("write: %v", err)
+		}
+	}
+	stored := storetest.VerifyChain(t, store, "acme") + storetest.VerifyChain(t, store, "globex")
+	if int(stored) != ok || ok == 0 {
+		t.Fatalf("%d writes acknowledged, %d events stored; want equal and > 0", ok, stored)
+	}
+	if peak := store.peak.Load(); peak != 2 {
+		t.Fatalf("at most %d batches committed at once; want 2", peak)
+	}
+}
+
+// overlapStore records how many Appends run at once.
+type overlapStore struct {
+	countingStore
+	active, peak atomic.Int64
+}
+
+func (o *overlapStore) Append(ctx context.Context, items []*audit.AppendItem) error {
+	n := o.active.Add(1)
+	defer o.active.Add(-1)
+	for {
+		p := o.peak.Load()
+		if n <= p || o.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	return o.countingStore.Append(ctx, items)
 }

@@ -5,6 +5,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,11 @@ type Metrics struct {
 	commitLatency prometheus.Histogram
 	commitErrors  prometheus.Counter
 	chainHead     *prometheus.GaugeVec
+
+	// headsMu orders the chain head gauge's updates: batches may commit
+	// concurrently, and the gauge must not go back to an older head.
+	headsMu sync.Mutex
+	heads   map[string]int64
 }
 
 // New returns the metrics, registered with the Go and process collectors.
@@ -104,7 +110,15 @@ func (m *Metrics) ObserveCommit(items []*audit.AppendItem, d time.Duration, err 
 			heads[it.Event.SourceAccountID] = it.Event.Seq
 		}
 	}
+	m.headsMu.Lock()
+	defer m.headsMu.Unlock()
+	if m.heads == nil {
+		m.heads = map[string]int64{}
+	}
 	for account, seq := range heads {
-		m.chainHead.WithLabelValues(account).Set(float64(seq))
+		if seq > m.heads[account] {
+			m.heads[account] = seq
+			m.chainHead.WithLabelValues(account).Set(float64(seq))
+		}
 	}
 }

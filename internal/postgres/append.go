@@ -51,6 +51,8 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 		restoreItems(items, saved)
 	}
 
+	s.pipe.mu.Lock() // no batch is linked or written meanwhile (see pipeline.mu)
+	defer s.pipe.mu.Unlock()
 	to := map[string]chainHead{}
 	err = s.inScope(ctx, audit.Scope{AccountID: accounts[0]}, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		for _, account := range accounts {
@@ -70,51 +72,69 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 	return nil
 }
 
-// appendFast sends the transaction as one pipelined batch, which PostgreSQL
-// runs as one implicit transaction: scope, then per account the insert of
-// the events linked to the head from the cache, their keys, and
-// advance_chain_head, which raises NSA01 (rolling everything back) unless
-// the head is still where the cache says. Keys are not looked up: a stored
-// one makes the key insert fail with a unique violation, and the locking
-// path answers it. It returns tried false, doing nothing, when a head is not
-// in the cache.
+// appendFast writes the transaction to the write pipeline (pipe.go), which
+// PostgreSQL runs as one implicit transaction: scope, then per account the
+// insert of the events linked to the head the last batch left, their keys,
+// and advance_chain_head, which raises NSA01 (rolling everything back) unless
+// the head is still where the batch was linked to. Keys are not looked up: a
+// stored one makes the key insert fail with a unique violation, and the
+// locking path answers it. It returns tried false, doing nothing, when a head
+// is neither in the pipeline nor in the cache.
 func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map[string][]*audit.AppendItem) (tried bool, err error) {
-	from, ok := s.heads.get(accounts)
-	if !ok {
+	call, to, tried, err := s.pipe.send(ctx, s.heads.get, accounts,
+		func(from map[string]chainHead) ([]pipeStatement, map[string]chainHead, error) {
+			stmts := []pipeStatement{{writeScopeSQL, []any{accounts[0], "", AppRole}}}
+			to := map[string]chainHead{}
+			for _, account := range accounts {
+				fresh := audit.ResolveKeys(byAccount[account], nil)
+				if len(fresh) == 0 {
+					continue
+				}
+				h := from[account]
+				rows, err := linkRows(account, fresh, h)
+				if err != nil {
+					return nil, nil, err
+				}
+				stmts = append(stmts, pipeStatement{setAccountSQL, []any{account}}, pipeStatement{insertEventsSQL, rows.events})
+				if rows.keys != nil {
+					stmts = append(stmts, pipeStatement{insertKeysSQL, rows.keys})
+				}
+				stmts = append(stmts, pipeStatement{advanceHeadSQL, []any{account, h.seq, h.hash, rows.head.seq, rows.head.hash}})
+				stmts = append(stmts, rows.rollups()...) // after the head: its lock orders them
+				to[account] = rows.head
+			}
+			if len(to) == 0 {
+				return nil, nil, nil // every item was answered within the batch
+			}
+			return stmts, to, nil
+		})
+	if !tried {
 		return false, nil
 	}
-	b := &pgx.Batch{}
-	b.Queue(scopeSQL, accounts[0], "", AppRole)
-	to := map[string]chainHead{}
-	for _, account := range accounts {
-		fresh := audit.ResolveKeys(byAccount[account], nil)
-		h := from[account]
-		if len(fresh) == 0 {
-			continue
-		}
-		rows, err := linkRows(account, fresh, h)
-		if err != nil {
-			return true, err
-		}
-		// Generic plans: every statement here has the same best plan
-		// whatever its arrays hold, and PostgreSQL otherwise planned each
-		// one again on every batch (pg_stat_statements: plans = calls,
-		// about a tenth of the database's time per single-event batch).
-		b.Queue(`SELECT set_config('app.source_account_id', $1, true), set_config('plan_cache_mode', 'force_generic_plan', true)`, account)
-		rows.queue(b)
-		b.Queue(`SELECT np_nself_audit.advance_chain_head($1, $2, $3, $4, $5)`, account, h.seq, h.hash, rows.head.seq, rows.head.hash)
-		rows.queueRollups(b) // after the head: its lock orders them
-		to[account] = rows.head
+	if err == nil && call != nil {
+		err = s.pipe.wait(ctx, call)
 	}
-	if b.Len() > 1 { // else every item was answered within the batch
-		if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-			return true, err
-		}
+	if err != nil {
+		s.pipe.forget(accounts)
+		return true, err
 	}
 	s.heads.advance(to)
 	s.fastCommits.Add(1)
 	return true, nil
 }
+
+// The statements of a write transaction that are not the insert's.
+const (
+	// writeScopeSQL is scopeSQL: the role and account of the transaction.
+	writeScopeSQL = scopeSQL
+	// setAccountSQL scopes the statements that follow to one account, on
+	// generic plans: each has the same best plan whatever its arrays hold,
+	// and PostgreSQL otherwise planned each one again on every batch
+	// (pg_stat_statements: plans = calls, about a tenth of the database's
+	// time per single-event batch).
+	setAccountSQL  = `SELECT set_config('app.source_account_id', $1, true), set_config('plan_cache_mode', 'force_generic_plan', true)`
+	advanceHeadSQL = `SELECT np_nself_audit.advance_chain_head($1, $2, $3, $4, $5)`
+)
 
 // fallBack reports whether a fast-path failure is one the locking path
 // resolves: the head moved (NSA01) or a key was stored (unique violation).
@@ -256,6 +276,20 @@ const insertEventsSQL = `
 		     resource_id, outcome, severity, ip_address, user_agent, request_id, source,
 		     metadata, prev_hash, hash)`
 
+// The stats rollups' upserts (migration 0007).
+const (
+	rollupDimsSQL = `INSERT INTO np_nself_audit.np_audit_stats_dims AS d
+			(source_account_id, action, actor_type, outcome, severity, events)
+		SELECT $1, a, t, o, s, n FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS u(a, t, o, s, n)
+		ON CONFLICT (source_account_id, action, actor_type, outcome, severity)
+		DO UPDATE SET events = d.events + excluded.events`
+	rollupHoursSQL = `INSERT INTO np_nself_audit.np_audit_stats_hours AS h (source_account_id, hour, events)
+		SELECT $1, t, n FROM unnest($2::timestamp[], $3::int8[]) AS u(t, n)
+		ON CONFLICT (source_account_id, hour) DO UPDATE SET events = h.events + excluded.events`
+	rollupActorsSQL = `INSERT INTO np_nself_audit.np_audit_stats_actors (source_account_id, actor_id)
+			SELECT $1, a FROM unnest($2::text[]) AS u(a) ON CONFLICT DO NOTHING`
+)
+
 const insertKeysSQL = `
 	INSERT INTO np_nself_audit.np_audit_idempotency
 		(source_account_id, idempotency_key, fingerprint, event_id, occurred_at)
@@ -273,30 +307,12 @@ type linkedRows struct {
 	actors       map[string]bool
 }
 
-func (r *linkedRows) queue(b *pgx.Batch) {
-	b.Queue(insertEventsSQL, r.events...)
-	if r.keys != nil {
-		b.Queue(insertKeysSQL, r.keys...)
-	}
-}
-
-func (r *linkedRows) queueRollups(b *pgx.Batch) {
-	for _, q := range r.rollups() {
-		b.Queue(q.sql, q.args...)
-	}
-}
-
 type statsDims struct{ action, actorType, outcome, severity string }
-
-type statement struct {
-	sql  string
-	args []any
-}
 
 // rollups returns the upserts that add the events to the stats rollups,
 // each with its keys in sorted order (concurrent upserts of the same rows
 // then lock them in the same order).
-func (r *linkedRows) rollups() []statement {
+func (r *linkedRows) rollups() []pipeStatement {
 	dims := make([]statsDims, 0, len(r.dims))
 	for d := range r.dims {
 		dims = append(dims, d)
@@ -328,17 +344,9 @@ func (r *linkedRows) rollups() []statement {
 	for i, h := range hours {
 		hourCounts[i] = r.hours[h]
 	}
-	out := []statement{
-		{`INSERT INTO np_nself_audit.np_audit_stats_dims AS d
-			(source_account_id, action, actor_type, outcome, severity, events)
-		SELECT $1, a, t, o, s, n FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS u(a, t, o, s, n)
-		ON CONFLICT (source_account_id, action, actor_type, outcome, severity)
-		DO UPDATE SET events = d.events + excluded.events`,
-			[]any{r.account, actions, types, outcomes, severities, counts}},
-		{`INSERT INTO np_nself_audit.np_audit_stats_hours AS h (source_account_id, hour, events)
-		SELECT $1, t, n FROM unnest($2::timestamp[], $3::int8[]) AS u(t, n)
-		ON CONFLICT (source_account_id, hour) DO UPDATE SET events = h.events + excluded.events`,
-			[]any{r.account, hours, hourCounts}},
+	out := []pipeStatement{
+		{rollupDimsSQL, []any{r.account, actions, types, outcomes, severities, counts}},
+		{rollupHoursSQL, []any{r.account, hours, hourCounts}},
 	}
 	if len(r.actors) > 0 {
 		actors := make([]string, 0, len(r.actors))
@@ -346,8 +354,7 @@ func (r *linkedRows) rollups() []statement {
 			actors = append(actors, a)
 		}
 		sort.Strings(actors)
-		out = append(out, statement{`INSERT INTO np_nself_audit.np_audit_stats_actors (source_account_id, actor_id)
-			SELECT $1, a FROM unnest($2::text[]) AS u(a) ON CONFLICT DO NOTHING`, []any{r.account, actors}})
+		out = append(out, pipeStatement{rollupActorsSQL, []any{r.account, actors}})
 	}
 	return out
 }

@@ -41,6 +41,7 @@ const connectTimeout = 5 * time.Second
 // Store implements audit.Store on a pgx pool.
 type Store struct {
 	pool        *pgxpool.Pool
+	pipe        *pipeline    // the fast path's connection (pipe.go)
 	heads       headCache    // each account's chain head after the last commit
 	fastCommits atomic.Int64 // batches committed by the fast path, for tests
 }
@@ -77,7 +78,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, pipe: newPipeline(cfg.ConnConfig.Config.Copy())}, nil
 }
 
 func hasParam(url, name string) bool {
@@ -89,8 +90,9 @@ func hasParam(url, name string) bool {
 	return ok
 }
 
-// Close closes the pool.
+// Close closes the pool and the write pipeline.
 func (s *Store) Close() error {
+	s.pipe.close()
 	s.pool.Close()
 	return nil
 }
