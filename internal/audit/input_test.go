@@ -3,6 +3,8 @@ package audit
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +149,34 @@ func TestValidAccountID(t *testing.T) {
 		if got := ValidAccountID(tc.s); got != tc.want {
 			t.Errorf("ValidAccountID(%q) = %v, want %v", tc.s, got, tc.want)
 		}
+	}
+}
+
+// TestValidPatterns: ValidAction and ValidAccountID accept exactly what
+// their regular expressions accept.
+func TestValidPatterns(t *testing.T) {
+	action := regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+	account := regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,128}$`)
+	check := func(s string) {
+		if got, want := ValidAction(s), len(s) <= MaxActionLen && action.MatchString(s); got != want {
+			t.Errorf("ValidAction(%q) = %v; the pattern says %v", s, got, want)
+		}
+		if got, want := ValidAccountID(s), account.MatchString(s); got != want {
+			t.Errorf("ValidAccountID(%q) = %v; the pattern says %v", s, got, want)
+		}
+	}
+	for _, s := range []string{"", ".", "a", "a.", ".a", "a..b", "user.login", "user.login_failed", "a-b.c_d.E9",
+		"acct:1@x.y", "acct/1", "a b", "é", "a\n", "user.login\x00", strings.Repeat("a", 128), strings.Repeat("a", 129),
+		strings.Repeat("ab.", 42) + "ab", strings.Repeat("ab.", 43) + "a"} {
+		check(s)
+	}
+	alphabet := "aZ09_-.:@ /é\n"
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 20000 {
+		b := make([]byte, rng.IntN(12))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		check(string(b))
 	}
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"time"
@@ -79,8 +80,10 @@ func (s *Server) withLogAndRecover(next http.Handler) http.Handler {
 				}
 			}
 			elapsed := time.Since(start)
-			s.logger.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-				"duration_ms", elapsed.Milliseconds(), "request_id", requestID(r))
+			if s.logger.Enabled(r.Context(), slog.LevelDebug) { // the arguments cost even when not logged
+				s.logger.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+					"duration_ms", elapsed.Milliseconds(), "request_id", requestID(r))
+			}
 			if s.metrics != nil {
 				// r.Pattern is set by the mux on this very request.
 				s.metrics.ObserveRequest(r.Pattern, r.Method, rec.status, elapsed)

@@ -83,6 +83,7 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map[string][]*audit.AppendItem) (tried bool, err error) {
 	call, to, tried, err := s.pipe.send(ctx, s.heads.get, accounts,
 		func(from map[string]chainHead) ([]pipeStatement, map[string]chainHead, error) {
+			// The scope sets the first account; later ones get their own.
 			stmts := []pipeStatement{{writeScopeSQL, []any{accounts[0], "", AppRole}}}
 			to := map[string]chainHead{}
 			for _, account := range accounts {
@@ -96,7 +97,10 @@ func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map
 					return nil, nil, err
 				}
 				s.actors.skipKnown(account, rows.actors)
-				stmts = append(stmts, pipeStatement{setAccountSQL, []any{account}}, pipeStatement{insertEventsSQL, rows.events})
+				if account != accounts[0] {
+					stmts = append(stmts, pipeStatement{setAccountSQL, []any{account}})
+				}
+				stmts = append(stmts, pipeStatement{insertEventsSQL, rows.events})
 				if rows.keys != nil {
 					stmts = append(stmts, pipeStatement{insertKeysSQL, rows.keys})
 				}
@@ -166,14 +170,14 @@ func (k *actorSet) learn(byAccount map[string][]*audit.AppendItem) {
 
 // The statements of a write transaction that are not the insert's.
 const (
-	// writeScopeSQL is scopeSQL: the role and account of the transaction.
-	writeScopeSQL = scopeSQL
-	// setAccountSQL scopes the statements that follow to one account, on
-	// generic plans: each has the same best plan whatever its arrays hold,
-	// and PostgreSQL otherwise planned each one again on every batch
-	// (pg_stat_statements: plans = calls, about a tenth of the database's
-	// time per single-event batch).
-	setAccountSQL  = `SELECT set_config('app.source_account_id', $1, true), set_config('plan_cache_mode', 'force_generic_plan', true)`
+	// writeScopeSQL is scopeSQL, the role and first account of the
+	// transaction, with generic plans: each statement of a write has the
+	// same best plan whatever its arrays hold, and PostgreSQL otherwise
+	// planned each one again on every batch (pg_stat_statements: plans =
+	// calls, about a tenth of the database's time per single-event batch).
+	writeScopeSQL = scopeSQL + `, set_config('plan_cache_mode', 'force_generic_plan', true)`
+	// setAccountSQL scopes the statements that follow to another account.
+	setAccountSQL  = `SELECT set_config('app.source_account_id', $1, true)`
 	advanceHeadSQL = `SELECT np_nself_audit.advance_chain_head($1, $2, $3, $4, $5)`
 )
 
