@@ -101,11 +101,15 @@ func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map
 					stmts = append(stmts, pipeStatement{setAccountSQL, []any{account}})
 				}
 				stmts = append(stmts, pipeStatement{insertEventsSQL, rows.events})
+				stmts = append(stmts, pipeStatement{advanceHeadSQL, []any{account, h.seq, h.hash, rows.head.seq, rows.head.hash}})
+				// Keys and rollups after the head, whose lock orders them. A
+				// key inserted before it could deadlock with another
+				// process's locking path, which holds the head and inserts
+				// the same key.
 				if rows.keys != nil {
 					stmts = append(stmts, pipeStatement{insertKeysSQL, rows.keys})
 				}
-				stmts = append(stmts, pipeStatement{advanceHeadSQL, []any{account, h.seq, h.hash, rows.head.seq, rows.head.hash}})
-				stmts = append(stmts, rows.rollups()...) // after the head: its lock orders them
+				stmts = append(stmts, rows.rollups()...)
 				to[account] = rows.head
 			}
 			if len(to) == 0 {
