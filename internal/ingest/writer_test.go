@@ -141,20 +141,7 @@ func TestCloseCommitsQueued(t *testing.T) {
 	if err := w.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	errs := <-done
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case audit.ErrorCode(err) != audit.EUNAVAILABLE:
-			t.Fatalf("write during close: %v; want success or EUNAVAILABLE", err)
-		}
-	}
-	stored := storetest.VerifyChain(t, store, "acme") + storetest.VerifyChain(t, store, "globex")
-	if int(stored) != ok || ok == 0 {
-		t.Fatalf("%d writes acknowledged, %d events stored; want equal and > 0", ok, stored)
-	}
+	acknowledgedStored(t, store, <-done)
 	if err := w.Write(context.Background(), item(t, "acme")); audit.ErrorCode(err) != audit.EUNAVAILABLE {
 		t.Fatalf("write after Close: %v", err)
 	}
@@ -252,19 +239,7 @@ func TestInFlight(t *testing.T) {
 	if n := store.active.Load(); n != 0 {
 		t.Fatalf("Close returned with %d batches committing", n)
 	}
-	ok := 0
-	for _, err := range <-done {
-		switch {
-		case err == nil:
-			ok++
-		case audit.ErrorCode(err) != audit.EUNAVAILABLE:
-			t.Fatalf("write: %v", err)
-		}
-	}
-	stored := storetest.VerifyChain(t, store, "acme") + storetest.VerifyChain(t, store, "globex")
-	if int(stored) != ok || ok == 0 {
-		t.Fatalf("%d writes acknowledged, %d events stored; want equal and > 0", ok, stored)
-	}
+	acknowledgedStored(t, store, <-done)
 	if peak := store.peak.Load(); peak != 2 {
 		t.Fatalf("at most %d batches committed at once; want 2", peak)
 	}
@@ -286,4 +261,24 @@ func (o *overlapStore) Append(ctx context.Context, items []*audit.AppendItem) er
 		}
 	}
 	return o.countingStore.Append(ctx, items)
+}
+
+// acknowledgedStored fails unless every write either succeeded or was
+// refused as unavailable (the writer closing), some succeeded, and the
+// chains of acme and globex hold exactly the acknowledged events.
+func acknowledgedStored(t *testing.T, store audit.Store, errs []error) {
+	t.Helper()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case audit.ErrorCode(err) != audit.EUNAVAILABLE:
+			t.Fatalf("write: %v; want success or EUNAVAILABLE", err)
+		}
+	}
+	stored := storetest.VerifyChain(t, store, "acme") + storetest.VerifyChain(t, store, "globex")
+	if int(stored) != ok || ok == 0 {
+		t.Fatalf("%d writes acknowledged, %d events stored; want equal and > 0", ok, stored)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nself-org/nself-audit/internal/audit"
@@ -75,6 +76,22 @@ func newEvent(t *testing.T, account, actor, action string) *audit.Event {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// asAppRole begins a transaction on the superuser's pool scoped as the
+// service scopes its own: the app role and account. The caller rolls back.
+func asAppRole(t *testing.T, su *pgxpool.Pool, account string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := su.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, scopeSQL, account, "", AppRole); err != nil {
+		tx.Rollback(ctx)
+		t.Fatal(err)
+	}
+	return tx
 }
 
 func appendEvents(t *testing.T, s *Store, events ...*audit.Event) {
@@ -303,15 +320,9 @@ func TestIsolationUnderSuperuser(t *testing.T) {
 			t.Errorf("actor role: %s: %v; want permission denied", strings.Fields(sql)[0]+" "+strings.Fields(sql)[3], err)
 		}
 	}
-	tx, err := su.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := asAppRole(t, su, "acme")
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, scopeSQL, "acme", "", AppRole); err != nil {
-		t.Fatal(err)
-	}
-	_, err = tx.Exec(ctx, `INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at, recorded_at,
+	_, err := tx.Exec(ctx, `INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at, recorded_at,
 		actor_type, action, outcome, severity, prev_hash, hash) VALUES (gen_random_uuid(), 'globex', 99, now(), now(),
 		'user', 'x.y', 'success', 'info', repeat('0', 64), repeat('0', 64))`)
 	if err == nil || !strings.Contains(err.Error(), "row-level security") {
@@ -498,15 +509,9 @@ func TestHashChecks(t *testing.T) {
 	ctx := context.Background()
 	good := strings.Repeat("0123456789abcdef", 4)
 	insert := func(prev, hash string) error {
-		tx, err := su.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tx := asAppRole(t, su, "acme")
 		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, scopeSQL, "acme", "", AppRole); err != nil {
-			t.Fatal(err)
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at,
+		_, err := tx.Exec(ctx, `INSERT INTO np_nself_audit.np_audit_events (id, source_account_id, seq, occurred_at,
 			recorded_at, actor_type, action, outcome, severity, prev_hash, hash)
 			VALUES (gen_random_uuid(), 'acme', 1, now(), now(), 'user', 'x.y', 'success', 'info', $1, $2)`, prev, hash)
 		return err
