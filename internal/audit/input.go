@@ -50,6 +50,25 @@ var serverFields = map[string]string{
 // wrong types, trailing data and NUL bytes are EINVALID errors that name the
 // field.
 func DecodeEventInput(r io.Reader) (*EventInput, error) {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		// The size limit, or a broken body: decode what was read, then the
+		// error, as the reader gave them.
+		return decodeEventStrict(io.MultiReader(bytes.NewReader(body), errReader{err}))
+	}
+	if in, ok := decodeEventFast(body); ok {
+		return in, nil
+	}
+	return decodeEventStrict(bytes.NewReader(body))
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// decodeEventStrict is DecodeEventInput through encoding/json, which
+// names what is wrong with a body.
+func decodeEventStrict(r io.Reader) (*EventInput, error) {
 	dec := json.NewDecoder(r)
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
@@ -64,6 +83,9 @@ func DecodeEventInput(r io.Reader) (*EventInput, error) {
 // decodeEventValue is DecodeEventInput for one JSON value already read and
 // checked for syntax (by a json.Decoder): the events of a batch.
 func decodeEventValue(raw json.RawMessage) (*EventInput, error) {
+	if in, ok := decodeEventFast(raw); ok {
+		return in, nil
+	}
 	if err := checkMemberNames(raw, inputFields, func(name string) bool { return serverFields[name] != "" }); err != nil {
 		return nil, err
 	}
