@@ -57,6 +57,9 @@ func CanonicalizeMetadata(raw json.RawMessage) (CanonicalJSON, error) {
 	if len(trimmed) > MaxMetadataBytes {
 		return nil, Errorf(EINVALID, "metadata: larger than %d KiB", MaxMetadataBytes>>10)
 	}
+	if out, ok := canonicalFast(trimmed); ok && len(out) <= MaxMetadataBytes {
+		return out, nil
+	}
 	out, err := Canonicalize(trimmed)
 	if err != nil {
 		return nil, Errorf(EINVALID, "metadata: %s", ErrorMessage(err))

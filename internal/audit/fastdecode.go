@@ -147,3 +147,153 @@ func plainString(b []byte, i int) (text []byte, next int, ok bool) {
 	}
 	return nil, 0, false
 }
+
+// canonicalFast returns the RFC 8785 form of a JSON object in one pass when
+// the object is plain: member names ASCII without escapes (so that byte
+// order is UTF-16 order), each once per object; strings without escapes,
+// control characters or invalid UTF-8 (which RFC 8785 writes as they are);
+// numbers that are integers of at most 15 digits other than -0 (which
+// ECMAScript prints as they are written); true, false, null; nesting within
+// maxDepth. Anything else returns ok false and the caller canonicalizes
+// with Canonicalize, which decides and names any problem.
+// FuzzCanonicalFast holds the two to the same bytes.
+func canonicalFast(b []byte) (out CanonicalJSON, ok bool) {
+	out, i, ok := appendCanonical(make([]byte, 0, len(b)), b, skipSpace(b, 0), 0)
+	if !ok || skipSpace(b, i) != len(b) || len(out) == 0 || out[0] != '{' {
+		return nil, false
+	}
+	return out, true
+}
+
+// appendCanonical appends the canonical form of the plain value at b[i] and
+// returns the index after it.
+func appendCanonical(dst, b []byte, i, depth int) ([]byte, int, bool) {
+	if depth > maxDepth || i >= len(b) {
+		return nil, 0, false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		s, next, ok := plainString(b, i)
+		if !ok {
+			return nil, 0, false
+		}
+		dst = append(append(append(dst, '"'), s...), '"')
+		return dst, next, true
+	case c == '{':
+		return appendCanonicalObject(dst, b, i, depth)
+	case c == '[':
+		dst = append(dst, '[')
+		i = skipSpace(b, i+1)
+		if i < len(b) && b[i] == ']' {
+			return append(dst, ']'), i + 1, true
+		}
+		for n := 0; ; n++ {
+			if n > 0 {
+				dst = append(dst, ',')
+			}
+			var ok bool
+			if dst, i, ok = appendCanonical(dst, b, i, depth+1); !ok {
+				return nil, 0, false
+			}
+			i = skipSpace(b, i)
+			if i >= len(b) {
+				return nil, 0, false
+			}
+			if b[i] == ']' {
+				return append(dst, ']'), i + 1, true
+			}
+			if b[i] != ',' {
+				return nil, 0, false
+			}
+			i = skipSpace(b, i+1)
+		}
+	case c == 't' || c == 'f' || c == 'n':
+		for _, lit := range []string{"true", "false", "null"} {
+			if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+				return append(dst, lit...), i + len(lit), true
+			}
+		}
+		return nil, 0, false
+	case c == '-' || '0' <= c && c <= '9':
+		j := i
+		if b[j] == '-' {
+			j++
+		}
+		start := j
+		for j < len(b) && '0' <= b[j] && b[j] <= '9' {
+			j++
+		}
+		digits := j - start
+		if digits == 0 || digits > 15 || (b[start] == '0' && digits > 1) || (b[i] == '-' && digits == 1 && b[start] == '0') {
+			return nil, 0, false
+		}
+		if j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
+			return nil, 0, false
+		}
+		return append(dst, b[i:j]...), j, true
+	}
+	return nil, 0, false
+}
+
+func appendCanonicalObject(dst, b []byte, i, depth int) ([]byte, int, bool) {
+	type member struct{ key, value []byte }
+	var members []member
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return append(dst, "{}"...), i + 1, true
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return nil, 0, false
+		}
+		key, next, ok := plainString(b, i)
+		if !ok {
+			return nil, 0, false
+		}
+		for _, c := range key {
+			if c >= utf8.RuneSelf {
+				return nil, 0, false
+			}
+		}
+		for _, m := range members {
+			if string(m.key) == string(key) {
+				return nil, 0, false // a duplicate: Canonicalize says so
+			}
+		}
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return nil, 0, false
+		}
+		var value []byte
+		if value, i, ok = appendCanonical(nil, b, skipSpace(b, i+1), depth+1); !ok {
+			return nil, 0, false
+		}
+		members = append(members, member{key, value})
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return nil, 0, false
+		}
+		if b[i] == '}' {
+			i++
+			break
+		}
+		if b[i] != ',' {
+			return nil, 0, false
+		}
+		i = skipSpace(b, i+1)
+	}
+	for j := 1; j < len(members); j++ { // insertion sort: objects are small
+		for k := j; k > 0 && string(members[k].key) < string(members[k-1].key); k-- {
+			members[k], members[k-1] = members[k-1], members[k]
+		}
+	}
+	dst = append(dst, '{')
+	for n, m := range members {
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(append(append(dst, '"'), m.key...), `":`...)
+		dst = append(dst, m.value...)
+	}
+	return append(dst, '}'), i, true
+}

@@ -69,3 +69,55 @@ func FuzzDecodeEventFast(f *testing.F) {
 		}
 	})
 }
+
+// canonBodies seed the canonicalizer tests: plain objects the one-pass
+// canonicalizer takes, and ones it leaves to Canonicalize.
+var canonBodies = []string{
+	`{}`, `{"b":1,"a":"x","c":[true,false,null,{"z":-12,"y":"日本"}]}`, ` { "session" : "s-1" , "mfa" : true , "attempt" : 2 } `,
+	`{"n":0}`, `{"n":-0}`, `{"n":1.5}`, `{"n":1e3}`, `{"n":1234567890123456}`, `{"n":01}`, `{"a":"\u00e9"}`,
+	`{"é":1}`, `{"a":1,"a":2}`, `{"a":[1,2,]}`, `{"a":}`, `{"a":tru}`, `{"a":"x"}x`, `{"a":[]}`, `{"a":{"b":{}}}`,
+	`{"B":1,"a":2,"_":3,"0":4}`,
+}
+
+// TestCanonicalFast: the one-pass canonicalizer takes plain objects, with
+// Canonicalize's bytes, and leaves the rest.
+func TestCanonicalFast(t *testing.T) {
+	taken := 0
+	for _, body := range canonBodies {
+		out, ok := canonicalFast([]byte(body))
+		if !ok {
+			continue
+		}
+		taken++
+		want, err := Canonicalize([]byte(body))
+		if err != nil || string(out) != string(want) {
+			t.Errorf("%q: fast %s; Canonicalize %s (%v)", body, out, want, err)
+		}
+	}
+	if taken < 7 {
+		t.Errorf("the fast canonicalizer took %d of the plain seeds; want at least 7", taken)
+	}
+	for _, body := range []string{`{"n":-0}`, `{"n":1.5}`, `{"a":"\u00e9"}`, `{"é":1}`, `{"a":1,"a":2}`} {
+		if out, ok := canonicalFast([]byte(body)); ok {
+			t.Errorf("fast canonicalizer took %q: %s", body, out)
+		}
+	}
+}
+
+// FuzzCanonicalFast: whenever the one-pass canonicalizer takes an input,
+// Canonicalize accepts it and gives the same bytes.
+func FuzzCanonicalFast(f *testing.F) {
+	for _, b := range canonBodies {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		out, ok := canonicalFast([]byte(body))
+		if !ok {
+			return
+		}
+		want, err := Canonicalize([]byte(body))
+		if err != nil || string(out) != string(want) {
+			t.Fatalf("%q: fast %s; Canonicalize %s (%v)", body, out, want, err)
+		}
+	})
+}
