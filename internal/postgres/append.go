@@ -44,7 +44,6 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 		if err == nil {
 			return nil
 		}
-		s.heads.drop(accounts)
 		if !fallBack(err) {
 			return classify(err)
 		}
@@ -64,11 +63,15 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 		}
 		return nil
 	})
+	// Under the pipeline's lock: the heads read here are where the next
+	// batch links, and none was written meanwhile.
 	if err != nil {
-		s.heads.drop(accounts)
+		s.pipe.forgetLocked(accounts)
 		return err
 	}
-	s.heads.advance(to)
+	for a, h := range to {
+		s.pipe.spec[a] = h
+	}
 	return nil
 }
 
@@ -78,10 +81,10 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 // and advance_chain_head, which raises NSA01 (rolling everything back) unless
 // the head is still where the batch was linked to. Keys are not looked up: a
 // stored one makes the key insert fail with a unique violation, and the
-// locking path answers it. It returns tried false, doing nothing, when a head
-// is neither in the pipeline nor in the cache.
+// locking path answers it. It returns tried false, doing nothing, when the
+// pipeline does not know a head.
 func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map[string][]*audit.AppendItem) (tried bool, err error) {
-	call, to, tried, err := s.pipe.send(ctx, s.heads.get, accounts,
+	call, tried, err := s.pipe.send(ctx, accounts,
 		func(from map[string]chainHead) ([]pipeStatement, map[string]chainHead, error) {
 			// The scope sets the first account; later ones get their own.
 			stmts := []pipeStatement{{writeScopeSQL, []any{accounts[0], "", AppRole}}}
@@ -127,7 +130,6 @@ func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map
 		s.pipe.forget(accounts)
 		return true, err
 	}
-	s.heads.advance(to)
 	s.actors.learn(byAccount)
 	s.fastCommits.Add(1)
 	return true, nil
@@ -216,51 +218,6 @@ func restoreItems(items []*audit.AppendItem, saved []savedItem) {
 type chainHead struct {
 	seq  int64
 	hash string
-}
-
-// headCache remembers each account's head after a commit, as a guess for
-// the fast path; advance_chain_head checks it in the database.
-type headCache struct {
-	mu sync.Mutex
-	m  map[string]chainHead
-}
-
-// get returns the heads of all accounts, or false if one is unknown.
-func (c *headCache) get(accounts []string) (map[string]chainHead, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]chainHead, len(accounts))
-	for _, a := range accounts {
-		h, ok := c.m[a]
-		if !ok {
-			return nil, false
-		}
-		out[a] = h
-	}
-	return out, true
-}
-
-// advance records committed heads; it never moves one back, so a slower
-// writer reporting an older head cannot undo a newer one.
-func (c *headCache) advance(heads map[string]chainHead) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]chainHead{}
-	}
-	for a, h := range heads {
-		if old, ok := c.m[a]; !ok || h.seq > old.seq {
-			c.m[a] = h
-		}
-	}
-}
-
-func (c *headCache) drop(accounts []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, a := range accounts {
-		delete(c.m, a)
-	}
 }
 
 func appendAccount(ctx context.Context, tx pgx.Tx, account string, items []*audit.AppendItem) (chainHead, error) {

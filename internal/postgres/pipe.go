@@ -37,8 +37,10 @@ type pipeline struct {
 	// fallback would then overlap the next batch in turn.
 	mu   sync.Mutex
 	conn *pipeConn // nil: dial at the next send
-	// spec is each account's head after the last batch written, which the
-	// next batch links to; it goes when a batch of the account fails.
+	// spec is each account's head after the last batch written, or the
+	// last locking-path commit: where the next batch links. It goes when a
+	// batch of the account fails; the account then takes the locking path,
+	// which reads the head and sets it again.
 	spec map[string]chainHead
 }
 
@@ -154,37 +156,25 @@ func (c *pipeConn) read(fe *pgproto3.Frontend) {
 	}
 }
 
-// send links nothing itself: link, under the pipeline's lock, returns the
-// statements of a batch linked to the heads it is given (the pipeline's own
-// or, for accounts it has none of, committed); send writes them as one
-// transaction. It returns the call to wait on, and the heads the batch
-// leaves when it commits. tried is false, with nothing written, when an
-// account's head is unknown.
-func (p *pipeline) send(ctx context.Context, committed func([]string) (map[string]chainHead, bool), accounts []string,
-	link func(from map[string]chainHead) ([]pipeStatement, map[string]chainHead, error)) (call *pipeCall, to map[string]chainHead, tried bool, err error) {
+// send links a batch to the pipeline's heads of its accounts (link returns
+// its statements and the heads it leaves) and writes it as one transaction,
+// under the pipeline's lock. It returns the call to wait on. tried is false,
+// with nothing written, when an account's head is unknown.
+func (p *pipeline) send(ctx context.Context, accounts []string,
+	link func(from map[string]chainHead) ([]pipeStatement, map[string]chainHead, error)) (call *pipeCall, tried bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	from := map[string]chainHead{}
-	var unknown []string
+	from := make(map[string]chainHead, len(accounts))
 	for _, a := range accounts {
-		if h, ok := p.spec[a]; ok {
-			from[a] = h
-		} else {
-			unknown = append(unknown, a)
-		}
-	}
-	if len(unknown) > 0 {
-		known, ok := committed(unknown)
+		h, ok := p.spec[a]
 		if !ok {
-			return nil, nil, false, nil
+			return nil, false, nil
 		}
-		for a, h := range known {
-			from[a] = h
-		}
+		from[a] = h
 	}
 	stmts, to, err := link(from)
-	if err != nil {
-		return nil, nil, true, err
+	if err != nil || stmts == nil { // nil: every item was answered within the batch
+		return nil, true, err
 	}
 	c := p.conn
 	if c != nil {
@@ -197,13 +187,13 @@ func (p *pipeline) send(ctx context.Context, committed func([]string) (map[strin
 	}
 	if c == nil {
 		if c, err = p.dial(ctx); err != nil {
-			return nil, nil, true, err
+			return nil, true, err
 		}
 		p.conn = c
 	}
 	buf, err := c.encode(p.types, stmts)
 	if err != nil {
-		return nil, nil, true, err
+		return nil, true, err
 	}
 	if d, ok := ctx.Deadline(); ok {
 		c.nc.SetWriteDeadline(d)
@@ -215,19 +205,24 @@ func (p *pipeline) send(ctx context.Context, committed func([]string) (map[strin
 		// Written in part or not at all: the server may still have the
 		// whole batch and commit it, so this is no fallback.
 		c.fail(fmt.Errorf("write pipeline: %w", err))
-		return nil, nil, true, c.err
+		return nil, true, c.err
 	}
 	c.calls <- call
 	for a, h := range to {
 		p.spec[a] = h
 	}
-	return call, to, true, nil
+	return call, true, nil
 }
 
 // forget drops the pipeline's heads of accounts whose batch failed.
 func (p *pipeline) forget(accounts []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.forgetLocked(accounts)
+}
+
+// forgetLocked is forget for a caller holding mu.
+func (p *pipeline) forgetLocked(accounts []string) {
 	for _, a := range accounts {
 		delete(p.spec, a)
 	}

@@ -42,7 +42,6 @@ const connectTimeout = 5 * time.Second
 type Store struct {
 	pool        *pgxpool.Pool
 	pipe        *pipeline    // the fast path's connection (pipe.go)
-	heads       headCache    // each account's chain head after the last commit
 	actors      actorSet     // actors known to be in the actors rollup
 	fastCommits atomic.Int64 // batches committed by the fast path, for tests
 }
