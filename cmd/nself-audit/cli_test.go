@@ -339,14 +339,7 @@ func TestCLIExportResume(t *testing.T) {
 					httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
 					return
 				}
-				rec := httptest.NewRecorder()
-				httputil.NewSingleHostReverseProxy(target).ServeHTTP(rec, r)
-				for k, v := range rec.Header() {
-					w.Header()[k] = v
-				}
-				w.WriteHeader(rec.Code)
-				w.Write(rec.Body.Bytes()[:rec.Body.Len()/3])
-				http.NewResponseController(w).Flush()
+				writeExportPart(w, r, target, 3)
 				<-r.Context().Done() // stall until the client is gone
 			}))
 			part := "killed." + format
@@ -386,14 +379,7 @@ func TestCLIExportResume(t *testing.T) {
 					httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
 					return
 				}
-				rec := httptest.NewRecorder()
-				httputil.NewSingleHostReverseProxy(target).ServeHTTP(rec, r)
-				for k, v := range rec.Header() {
-					w.Header()[k] = v
-				}
-				w.WriteHeader(rec.Code)
-				w.Write(rec.Body.Bytes()[:rec.Body.Len()/2])
-				http.NewResponseController(w).Flush()
+				writeExportPart(w, r, target, 2)
 				panic(http.ErrAbortHandler) // the connection drops without the chunked stream's end
 			}))
 			part = "broken." + format
@@ -539,4 +525,17 @@ func seqsOf(t *testing.T, ndjson string) string {
 		seqs = append(seqs, e.Seq)
 	}
 	return fmt.Sprint(seqs)
+}
+
+// writeExportPart answers r with the first 1/divisor of the service's answer
+// at target, headers and all, and flushes it: an export cut short.
+func writeExportPart(w http.ResponseWriter, r *http.Request, target *url.URL, divisor int) {
+	rec := httptest.NewRecorder()
+	httputil.NewSingleHostReverseProxy(target).ServeHTTP(rec, r)
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes()[:rec.Body.Len()/divisor])
+	http.NewResponseController(w).Flush()
 }
