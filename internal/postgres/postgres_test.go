@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nself-org/nself-audit/internal/audit"
@@ -712,6 +713,76 @@ func TestFilterIndexesUsed(t *testing.T) {
 		if !indexed {
 			t.Errorf("%s is not an index condition:\n%s", c.cond, plan.String())
 		}
+	}
+}
+
+// TestChainGuardPlan reads the plan the chain head guard (migration 0001,
+// on a generic plan since 0010) runs when a head moves, shown by
+// auto_explain, in a fresh database whose partitions are nearly empty:
+// the state in which every index that leads with the account costs the
+// same. The guard must find the head by (account, seq) in the chain index;
+// with seq left to a filter it walks the account's events on every batch
+// (see migration 0012).
+func TestChainGuardPlan(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	first := newEvent(t, "acme", "u1", "doc.read")
+	appendEvents(t, s, first)
+
+	cfg := su.Config().ConnConfig.Copy()
+	var mu sync.Mutex
+	var plans []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		plans = append(plans, n.Message)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{
+		`LOAD 'auto_explain'`,
+		`SET auto_explain.log_min_duration = 0`,
+		`SET auto_explain.log_nested_statements = on`,
+		`SET client_min_messages = log`,
+		`SET ROLE ` + AppRole,
+		`SELECT set_config('app.source_account_id', 'acme', false)`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// A move to a seq that names no event: the guard looks it up, finds
+	// nothing and refuses the move.
+	_, err = conn.Exec(ctx, advanceHeadSQL, "acme", first.Seq, first.Hash, first.Seq+1, first.Hash)
+	if err == nil || !strings.Contains(err.Error(), "must name a stored event") {
+		t.Fatalf("moving the head to a missing event: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var guard string
+	for _, p := range plans {
+		if strings.Contains(p, "e.seq = NEW.seq") {
+			guard = p
+		}
+	}
+	if guard == "" {
+		t.Fatalf("auto_explain showed no plan of the guard's lookup in %d plans:\n%s", len(plans), strings.Join(plans, "\n"))
+	}
+	seqIndexed := false
+	for _, line := range strings.Split(guard, "\n") {
+		if strings.Contains(line, "Filter:") && strings.Contains(line, "seq =") || strings.Contains(line, "Seq Scan") {
+			t.Errorf("the guard does not find the head by seq in an index: %q in\n%s", strings.TrimSpace(line), guard)
+		}
+		if strings.Contains(line, "Index Cond:") && strings.Contains(line, "seq =") {
+			seqIndexed = true
+		}
+	}
+	if !seqIndexed {
+		t.Errorf("no index condition on seq in the guard's plan:\n%s", guard)
 	}
 }
 
