@@ -217,7 +217,7 @@ func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) (
 	var n int
 	var evs []*audit.Event
 	sql, args := eventsQuery(scope, f, true)
-	err := s.read(ctx, scope, func(b *pgx.Batch) {
+	err := s.readPlanned(ctx, scope, perActionPlans(f), func(b *pgx.Batch) {
 		b.Queue(`SELECT count(*) FROM (SELECT DISTINCT action FROM np_nself_audit.np_audit_stats_dims
 			WHERE source_account_id = $1 AND action >= $2 AND action < $3 LIMIT $4) a`,
 			scope.AccountID, f.ActionPrefix, prefixEnd(f.ActionPrefix), maxPrefixActions+1).
@@ -233,6 +233,22 @@ func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) (
 	}
 	sql, args = eventsQuery(scope, f, false)
 	return s.readEvents(ctx, scope, sql, args...)
+}
+
+// perActionPlans is the plan cache mode of a prefix read action by action.
+// With no filter but the prefix, a time range and a cursor, each action's
+// read has one best plan whatever the values: its range of the action
+// index, whose key holds all three, with partitions pruned at run time.
+// Planning it again cost about as much as running it (0.45 ms of planning
+// against 0.78 ms of execution per page at 1M events, pg_stat_statements).
+// Another filter (an actor, a resource) may be served better by its own
+// index for some values, which only a plan for the values can tell.
+func perActionPlans(f audit.Filter) string {
+	f.ActionPrefix, f.Since, f.Until, f.After, f.Limit, f.Asc = "", time.Time{}, time.Time{}, nil, 0, false
+	if f == (audit.Filter{}) {
+		return genericPlans
+	}
+	return customPlans
 }
 
 // maxPrefixActions bounds the per-action reads of an action prefix; a
