@@ -434,6 +434,7 @@ func TestBadInput(t *testing.T) {
 			{"no route", "GET", "/api/v1/nothing", "", 404, "not_found", "no route"},
 			{"wrong method", "DELETE", "/api/v1/events", "", 405, "method_not_allowed", "DELETE"},
 			{"put event", "PUT", "/api/v1/events/" + uuid.NewString(), "{}", 405, "method_not_allowed", ""},
+			{"get batch", "GET", "/api/v1/events/batch", "", 405, "method_not_allowed", "GET"},
 		}
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {

@@ -193,12 +193,24 @@ func (o *openAPI) matches(path string) []string {
 	return tmpls
 }
 
-// route finds the operation that answers method on path as http.ServeMux
-// does: among the templates that match the path and have the method, the
-// most literal. It returns the template, or "" and whether the path
+// answering returns the templates whose operations answer path: those that
+// match it, or only the path's own when the path is itself a template.
+func (o *openAPI) answering(path string) []string {
+	tmpls := o.matches(path)
+	if len(tmpls) > 0 && tmpls[0] == path {
+		return tmpls[:1]
+	}
+	return tmpls
+}
+
+// route finds the operation that answers method on path: among the
+// templates that match the path and have the method, the most literal, as
+// http.ServeMux does, except that a path which is itself a template (no
+// parameter) answers only its own methods (GET /api/v1/events/batch is 405,
+// not an event id). It returns the template, or "" and whether the path
 // matched any template at all.
 func (o *openAPI) route(method, path string) (string, bool) {
-	tmpls := o.matches(path)
+	tmpls := o.answering(path)
 	for _, tmpl := range tmpls {
 		if o.at(oaPtr("paths", tmpl, strings.ToLower(method))) != nil {
 			return tmpl, true
@@ -301,10 +313,10 @@ func (r *oaRun) check(c oaCall, status int, h http.Header, raw []byte) {
 }
 
 // checkAllow compares the Allow header with the methods documented for the
-// path, under any template that matches it.
+// path, under the templates that answer it.
 func (r *oaRun) checkAllow(where, path, allow string) {
 	want := []string{}
-	for _, tmpl := range r.o.matches(path) {
+	for _, tmpl := range r.o.answering(path) {
 		item, _ := r.o.at(oaPtr("paths", tmpl)).(map[string]any)
 		for _, m := range oaMethods {
 			if _, ok := item[m]; ok && !slices.Contains(want, strings.ToUpper(m)) {
@@ -882,7 +894,7 @@ func (r *oaRun) conform() {
 		open := len(r.o.security("GET", tmpl)) == 0 && r.o.at(oaPtr("paths", tmpl, "get")) != nil
 		for _, m := range []string{"DELETE", "PUT", "POST", "GET"} {
 			if op, _ := r.o.route(m, path); op != "" {
-				continue // another template answers it (GET /api/v1/events/batch is an event id)
+				continue // another template answers it
 			}
 			r.do(oaCall{m, path, plugin, "", 405})
 			if open {

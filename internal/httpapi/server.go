@@ -127,7 +127,7 @@ func (s *Server) routes() *routeMux {
 
 	api := func(h http.HandlerFunc) http.Handler { return s.authenticated(h) }
 	mux.Handle("POST /api/v1/events", api(s.handleCreateEvent))
-	mux.Handle("POST /api/v1/events/batch", api(s.handleCreateBatch))
+	mux.Handle("POST "+batchPath, api(s.handleCreateBatch))
 	mux.Handle("GET /api/v1/events", api(s.handleListEvents))
 	mux.Handle("GET /api/v1/events/{id}", api(s.handleGetEvent))
 	mux.Handle("GET /api/v1/actors/{actor_id}/events", api(s.handleActorEvents))
@@ -155,6 +155,11 @@ func (s *Server) routes() *routeMux {
 	}
 	return mux
 }
+
+// batchPath is the batch route's path. To the mux it is also an event's
+// path, GET /api/v1/events/{id}: a GET of it reaches handleGetEvent, which
+// answers 405 as the mux does for the other methods, with Allow: POST.
+const batchPath = "/api/v1/events/batch"
 
 // routeMux is a ServeMux that remembers the patterns registered on it.
 type routeMux struct {
@@ -188,6 +193,9 @@ func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 			probe := &headerProbe{header: http.Header{}}
 			h.ServeHTTP(probe, r)
 			if allow := probe.header.Get("Allow"); allow != "" {
+				if r.URL.Path == batchPath {
+					allow = http.MethodPost // the mux counts GET /api/v1/events/{id} too
+				}
 				w.Header().Set("Allow", allow)
 			}
 			if probe.status == http.StatusMethodNotAllowed && pattern == "" {
