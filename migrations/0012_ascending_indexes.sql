@@ -18,7 +18,9 @@
 --   source        7,664 -> 4,315 pages,  1.48 -> 1.09 s
 --   action        8,918 -> 8,444 pages,  1.54 -> 1.51 s
 --
--- severity, outcome and actor_type have few groups too, as source has.
+-- severity, outcome and actor_type have few groups too, and so has source
+-- in practice: its values are the few plugins that post (0003 calls them
+-- many beside severity's four; beside actors and resources they are few).
 -- actor and resource keep their order: with many groups each insert lands
 -- in the middle of the index whichever way it runs (actor 7,054 against
 -- 7,060 pages, resource 6,734 against 6,734), so rebuilding them would only
@@ -39,8 +41,16 @@
 -- np_audit_events must rebuild the chain index after it.
 --
 -- Each index is rebuilt on every partition while the migration holds the
--- table: on a large table this takes minutes, during which the service has
--- not started.
+-- table (ACCESS EXCLUSIVE from the first DROP to the commit): no replica
+-- can read or write events meanwhile, and the service does not start until
+-- it is done. The runner's 60 s statement_timeout would cancel a rebuild of
+-- a large table, and the service would then fail to start on every try, so
+-- this file lifts it for its own transaction (SET LOCAL). The runner's 5 s
+-- lock_timeout stays: behind a long read (an export) the migration fails
+-- and the next start tries again, rather than queueing every request
+-- behind its lock.
+SET LOCAL statement_timeout = 0;
+
 DROP INDEX np_nself_audit.np_audit_events_account_time;
 CREATE INDEX np_audit_events_account_time ON np_nself_audit.np_audit_events
     (source_account_id, occurred_at, id);

@@ -976,9 +976,11 @@ func TestActionPrefixPages(t *testing.T) {
 				if ranged {
 					f.Since, f.Until = since, until
 				}
-				if !ranged && asc {
+				if !ranged && !asc {
 					// Another filter (every event is u's): the per-action
-					// reads on plans for their values (perActionPlans).
+					// reads on plans for their values (perActionPlans); the
+					// other three forms read on the generic plan, or (ranged
+					// and asc) as the actor.
 					f.ActorID = "u"
 				}
 				var got []uuid.UUID
@@ -1018,4 +1020,32 @@ func byID(all []*audit.Event, id uuid.UUID) *audit.Event {
 		}
 	}
 	return nil
+}
+
+// TestPerActionPlans: a prefix page takes the generic plan only when no
+// filter but the prefix, the time range, the cursor, the limit and the
+// order is set; any other filter's index may serve some of its values
+// better, which only a plan for the values can tell.
+func TestPerActionPlans(t *testing.T) {
+	now := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	plain := audit.Filter{ActionPrefix: "user.", Since: now.Add(-time.Hour), Until: now, Limit: 50, Asc: true,
+		After: &audit.Cursor{OccurredAt: now.Add(-time.Minute), ID: uuid.New()}}
+	if got := perActionPlans(plain); got != genericPlans {
+		t.Errorf("prefix, range, cursor, limit and order: %s, want %s", got, genericPlans)
+	}
+	for name, set := range map[string]func(f *audit.Filter){
+		"actor_id":      func(f *audit.Filter) { f.ActorID = "u1" },
+		"actor_type":    func(f *audit.Filter) { f.ActorType = "system" },
+		"resource_type": func(f *audit.Filter) { f.ResourceType = "doc" },
+		"resource_id":   func(f *audit.Filter) { f.ResourceID = "d1" },
+		"outcome":       func(f *audit.Filter) { f.Outcome = "denied" },
+		"severity":      func(f *audit.Filter) { f.Severity = "critical" },
+		"source":        func(f *audit.Filter) { f.Source = "auth" },
+	} {
+		f := plain
+		set(&f)
+		if got := perActionPlans(f); got != customPlans {
+			t.Errorf("with %s: %s, want %s", name, got, customPlans)
+		}
+	}
 }
