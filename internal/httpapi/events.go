@@ -262,8 +262,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, actor string
 
 func (s *Server) handleGetEvent(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == batchPath { // see batchPath
-		w.Header().Set("Allow", http.MethodPost)
-		s.writeError(w, r, audit.Errorf(codeMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+		s.methodNotAllowed(w, r, http.MethodPost)
 		return
 	}
 	id, err := uuid.Parse(r.PathValue("id"))

@@ -192,15 +192,16 @@ func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 			// then replace its plain-text body with a JSON error.
 			probe := &headerProbe{header: http.Header{}}
 			h.ServeHTTP(probe, r)
-			if allow := probe.header.Get("Allow"); allow != "" {
-				if r.URL.Path == batchPath {
-					allow = http.MethodPost // the mux counts GET /api/v1/events/{id} too
-				}
-				w.Header().Set("Allow", allow)
+			allow := probe.header.Get("Allow")
+			if allow != "" && r.URL.Path == batchPath {
+				allow = http.MethodPost // the mux counts GET /api/v1/events/{id} too
 			}
 			if probe.status == http.StatusMethodNotAllowed && pattern == "" {
-				s.writeError(w, r, audit.Errorf(codeMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+				s.methodNotAllowed(w, r, allow)
 				return
+			}
+			if allow != "" {
+				w.Header().Set("Allow", allow)
 			}
 			s.writeError(w, r, audit.Errorf(audit.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
 		})
@@ -210,6 +211,15 @@ func (s *Server) notFound(mux *http.ServeMux) http.Handler {
 		}
 		s.authenticated(answer).ServeHTTP(w, r)
 	})
+}
+
+// methodNotAllowed answers 405 for r's method on its path; allow lists the
+// methods the path takes.
+func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	if allow != "" {
+		w.Header().Set("Allow", allow)
+	}
+	s.writeError(w, r, audit.Errorf(codeMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
 }
 
 // headerProbe is a ResponseWriter that keeps headers and status and drops
