@@ -41,6 +41,10 @@ type Config struct {
 	CheckpointEvents    int64         // NSELF_AUDIT_CHECKPOINT_EVENTS
 	CheckpointInterval  time.Duration // NSELF_AUDIT_CHECKPOINT_SECONDS
 
+	// QueryConcurrency is NSELF_AUDIT_QUERY_CONCURRENCY: how many reads
+	// run in PostgreSQL at once; 0 keeps postgres.DefaultQueryConcurrency.
+	QueryConcurrency int
+
 	stream httpapi.StreamConfig // defaults; tests shorten them
 	// Redact adds name patterns of secret columns to the defaults
 	// (NSELF_AUDIT_REDACT_COLUMNS, comma-separated).
@@ -146,6 +150,13 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 			return nil, fmt.Errorf("NSELF_AUDIT_CHECKPOINT_SECONDS: must be a whole number from 1 to 86400")
 		}
 		cfg.CheckpointInterval = time.Duration(n) * time.Second
+	}
+	if v := getenv("NSELF_AUDIT_QUERY_CONCURRENCY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return nil, fmt.Errorf("NSELF_AUDIT_QUERY_CONCURRENCY: must be a whole number from 1 to 1000")
+		}
+		cfg.QueryConcurrency = n
 	}
 	if cfg.Redact, err = capture.ParsePatterns(getenv("NSELF_AUDIT_REDACT_COLUMNS")); err != nil {
 		return nil, fmt.Errorf("NSELF_AUDIT_REDACT_COLUMNS: %v", err)

@@ -69,8 +69,8 @@ Environment: DATABASE_URL (PostgreSQL; unset or sqlite:PATH for the embedded
 store), NSELF_AUDIT_DATA_DIR (./data), PORT (3843), HOST (127.0.0.1),
 PLUGIN_INTERNAL_SECRET (or PLUGIN_SECRET), HASURA_GRAPHQL_JWT_SECRET,
 NSELF_AUDIT_SIGNING_KEY(_FILE), NSELF_AUDIT_CHECKPOINT_EVENTS (1000),
-NSELF_AUDIT_CHECKPOINT_SECONDS (60), NSELF_AUDIT_REDACT_COLUMNS, LOG_LEVEL,
-LOG_FORMAT.
+NSELF_AUDIT_CHECKPOINT_SECONDS (60), NSELF_AUDIT_REDACT_COLUMNS,
+NSELF_AUDIT_QUERY_CONCURRENCY (2 x cores), LOG_LEVEL, LOG_FORMAT.
 See README.md and docs/.
 `
 
@@ -376,6 +376,9 @@ func (m *Main) openPostgres(ctx context.Context) error {
 	pg, err := postgres.Open(ctx, m.cfg.DatabaseURL)
 	if err != nil {
 		return err
+	}
+	if m.cfg.QueryConcurrency > 0 {
+		pg.SetQueryConcurrency(m.cfg.QueryConcurrency)
 	}
 	m.pg, m.store = pg, pg
 	if err := m.migrate(ctx); err != nil {

@@ -238,6 +238,8 @@ func TestVerbs(t *testing.T) {
 		{append(good, "NSELF_AUDIT_SIGNING_KEY_FILE", "/nonexistent"), "NSELF_AUDIT_SIGNING_KEY_FILE: cannot read"},
 		{append(good, "NSELF_AUDIT_CHECKPOINT_EVENTS", "0"), "NSELF_AUDIT_CHECKPOINT_EVENTS"},
 		{append(good, "NSELF_AUDIT_CHECKPOINT_SECONDS", "soon"), "NSELF_AUDIT_CHECKPOINT_SECONDS"},
+		{append(good, "NSELF_AUDIT_QUERY_CONCURRENCY", "0"), "NSELF_AUDIT_QUERY_CONCURRENCY: must be a whole number"},
+		{append(good, "NSELF_AUDIT_QUERY_CONCURRENCY", "many"), "NSELF_AUDIT_QUERY_CONCURRENCY: must be a whole number"},
 		{[]string{"DATABASE_URL", dbURL, "PLUGIN_INTERNAL_SECRET_FILE", "/nonexistent"}, "PLUGIN_INTERNAL_SECRET_FILE: cannot read"},
 	}
 	for _, c := range bad {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -1046,6 +1047,63 @@ func TestPerActionPlans(t *testing.T) {
 		set(&f)
 		if got := perActionPlans(f); got != customPlans {
 			t.Errorf("with %s: %s, want %s", name, got, customPlans)
+		}
+	}
+}
+
+// TestQueryConcurrency holds one read in the database (it waits for an
+// advisory lock) and checks that, with one reader allowed, a second read
+// waits in the service until the first is done, and that with two allowed
+// it runs beside it.
+func TestQueryConcurrency(t *testing.T) {
+	s, su := setup(t)
+	ctx := context.Background()
+	scope := audit.Scope{AccountID: "acme"}
+	query := func(ctx context.Context, sql string) error {
+		return s.read(ctx, scope, func(b *pgx.Batch) { b.Queue(sql).Exec(func(pgconn.CommandTag) error { return nil }) })
+	}
+	for _, allowed := range []int{1, 2} {
+		s.SetQueryConcurrency(allowed)
+		lock, err := su.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lock.Exec(ctx, `SELECT pg_advisory_lock(4242)`); err != nil {
+			t.Fatal(err)
+		}
+		held := make(chan error, 1)
+		go func() { held <- query(ctx, `SELECT pg_advisory_xact_lock_shared(4242)`) }()
+		waiting := 0
+		for deadline := time.Now().Add(10 * time.Second); waiting == 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+			if err := su.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'`).Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if waiting != 1 {
+			t.Fatalf("allowed %d: the first read never waited for the lock", allowed)
+		}
+
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		err = query(short, `SELECT 1`)
+		cancel()
+		switch {
+		case allowed == 1 && !errors.Is(err, context.DeadlineExceeded):
+			t.Errorf("allowed 1: a second read while one runs: %v; want it to wait past its deadline", err)
+		case allowed == 2 && err != nil:
+			t.Errorf("allowed 2: a second read while one runs: %v; want it to run", err)
+		}
+
+		if _, err := lock.Exec(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
+			t.Fatal(err)
+		}
+		lock.Release()
+		if err := <-held; err != nil {
+			t.Fatalf("allowed %d: the held read: %v", allowed, err)
+		}
+		if err := query(ctx, `SELECT 1`); err != nil {
+			t.Errorf("allowed %d: a read after the held one finished: %v", allowed, err)
 		}
 	}
 }

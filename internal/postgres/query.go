@@ -39,7 +39,8 @@ const (
 	genericPlans = "force_generic_plan"
 )
 
-// readPlanned is read with the plan cache mode of the queries. Reads plan
+// readPlanned is read with the plan cache mode of the queries. At most
+// QueryConcurrency reads run in the database at once (see Store.readers). Reads plan
 // each query for its values by default (the pool's setting): a time range
 // prunes partitions and picks between the time index and a filter's, which
 // a generic plan cannot. A list without a time range or an action prefix
@@ -52,6 +53,12 @@ func (s *Store) readPlanned(ctx context.Context, scope audit.Scope, mode string,
 	b.Queue(scopeSQL+`, set_config('transaction_read_only', 'on', true), set_config('plan_cache_mode', $4, true)`,
 		scope.AccountID, scope.ActorID, roleOf(scope), mode)
 	queue(b)
+	select {
+	case s.readers <- struct{}{}:
+	case <-ctx.Done():
+		return classify(ctx.Err())
+	}
+	defer func() { <-s.readers }()
 	return classify(s.pool.SendBatch(ctx, b).Close())
 }
 
