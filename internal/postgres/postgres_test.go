@@ -1107,3 +1107,79 @@ func TestQueryConcurrency(t *testing.T) {
 		}
 	}
 }
+
+// TestScanEventsRaw reads the same events through the raw decoder (the
+// service's prepared reads) and through rows.Scan (a simple-protocol query,
+// whose columns arrive as text), and wants them equal, field by field:
+// times before 2000 and with every microsecond digit, text that is empty,
+// multibyte or long, and metadata as stored.
+func TestScanEventsRaw(t *testing.T) {
+	s, su := setup(t)
+	ctx := context.Background()
+	str := func(v string) *string { return &v }
+	inputs := []*audit.EventInput{
+		{OccurredAt: str("1970-01-01T00:00:00.000001Z"), ActorID: "ünï-çødé 🙂", Action: "user.login",
+			Metadata: json.RawMessage(`{"b":[1,2.5,"x\"y"],"a":{"z":null}}`)},
+		{OccurredAt: str(testNow.Add(-time.Hour).Truncate(time.Second).Add(999999 * time.Microsecond).Format(time.RFC3339Nano)), Action: "a", ActorID: "svc", ActorType: "service", Outcome: "denied",
+			Severity: "critical", ResourceType: "doc", ResourceID: strings.Repeat("r", 200),
+			IPAddress: "2001:db8::1", UserAgent: `Mozilla/5.0 "quoted" <tag> & more`, RequestID: "req-1", Source: "src"},
+		{OccurredAt: str("1999-12-31T23:59:59.5Z"), Action: "doc.read", ActorType: "system"},
+		{Action: "doc.read", ActorID: "u"},
+	}
+	var events []*audit.Event
+	for _, in := range inputs {
+		e, err := in.Validate("acme", "test", testNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, e)
+	}
+	appendEvents(t, s, events...)
+
+	raw, err := s.Chain(ctx, audit.Scope{AccountID: "acme"}, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := asAppRole(t, su, "acme")
+	defer tx.Rollback(ctx)
+	rows, err := tx.Query(ctx, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
+		WHERE source_account_id = 'acme' ORDER BY seq`, pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rawEventColumns(rows.FieldDescriptions()) {
+		t.Fatal("a simple-protocol query's columns count as raw: the test would compare the decoder with itself")
+	}
+	each, err := scanEvents(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) != len(inputs) || len(each) != len(inputs) {
+		t.Fatalf("read %d and %d events, want %d", len(raw), len(each), len(inputs))
+	}
+	for i := range raw {
+		a, b := raw[i], each[i]
+		if !a.OccurredAt.Equal(b.OccurredAt) || a.OccurredAt.Location() != time.UTC || !a.RecordedAt.Equal(b.RecordedAt) {
+			t.Errorf("event %d: times %v %v, want %v %v", i, a.OccurredAt, a.RecordedAt, b.OccurredAt, b.RecordedAt)
+		}
+		ja, _ := json.Marshal(a)
+		jb, _ := json.Marshal(b)
+		if string(ja) != string(jb) {
+			t.Errorf("event %d:\n raw  %s\n scan %s", i, ja, jb)
+		}
+		if a.ID != events[i].ID || a.ActorID != events[i].ActorID || string(a.Metadata) != string(events[i].Metadata) {
+			t.Errorf("event %d: read %s %q %s, wrote %s %q %s", i, a.ID, a.ActorID, a.Metadata, events[i].ID, events[i].ActorID, events[i].Metadata)
+		}
+	}
+
+	// The service's reads are prepared, so they take the decoder.
+	rows, err = tx.Query(ctx, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events LIMIT 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := rawEventColumns(rows.FieldDescriptions())
+	rows.Close()
+	if !ok {
+		t.Error("a prepared read's columns do not count as raw: the service would never use the decoder")
+	}
+}

@@ -82,25 +82,6 @@ func (s *Store) readEventsPlanned(ctx context.Context, scope audit.Scope, mode, 
 	return evs, nil
 }
 
-func scanEvents(rows pgx.Rows) ([]*audit.Event, error) {
-	defer rows.Close()
-	var out []*audit.Event
-	for rows.Next() {
-		var e audit.Event
-		var meta string
-		if err := rows.Scan(&e.ID, &e.SourceAccountID, &e.Seq, &e.OccurredAt, &e.RecordedAt, &e.ActorID,
-			&e.ActorType, &e.Action, &e.ResourceType, &e.ResourceID, &e.Outcome, &e.Severity, &e.IPAddress,
-			&e.UserAgent, &e.RequestID, &e.Source, &meta, &e.PrevHash, &e.Hash); err != nil {
-			return nil, err
-		}
-		e.OccurredAt, e.RecordedAt = e.OccurredAt.UTC(), e.RecordedAt.UTC()
-		// A json column keeps the canonical text exactly as it was hashed.
-		e.Metadata = audit.CanonicalJSON(meta)
-		out = append(out, &e)
-	}
-	return out, rows.Err()
-}
-
 // Event returns one event within scope.
 func (s *Store) Event(ctx context.Context, scope audit.Scope, id uuid.UUID) (*audit.Event, error) {
 	evs, err := s.readEvents(ctx, scope, `SELECT `+eventColumns+` FROM np_nself_audit.np_audit_events
