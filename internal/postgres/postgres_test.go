@@ -1183,3 +1183,85 @@ func TestScanEventsRaw(t *testing.T) {
 		t.Error("a prepared read's columns do not count as raw: the service would never use the decoder")
 	}
 }
+
+// TestResourcePageInIndexOrder reads the plan of a resource page as the
+// service runs it (a generic plan, migration 0013's statistics gathered as
+// autovacuum would): it must read the resource's index in order and stop at
+// the page, never read every event of the resource to sort them. The
+// resource's id determines its type; estimated as independent columns,
+// the pair looked rarer than a page (here 3 events for a page of 6 rows,
+// where each resource has 20), and the plan read and sorted the
+// resource's every event (1.8 ms against 0.2 ms at 1M events).
+func TestResourcePageInIndexOrder(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	// Partitions made by the migrations and by ensure_partitions later
+	// (months further ahead) all carry the statistics.
+	if _, err := s.EnsurePartitions(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	var parts, without int
+	if err := su.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
+			SELECT 1 FROM pg_statistic_ext x WHERE x.stxrelid = i.inhrelid AND 'dependencies' = ANY (
+				SELECT CASE k WHEN 'f' THEN 'dependencies' END FROM unnest(x.stxkind) k)
+				AND x.stxkeys::text = (SELECT string_agg(attnum::text, ' ' ORDER BY attnum) FROM pg_attribute
+					WHERE attrelid = i.inhrelid AND attname IN ('resource_type', 'resource_id'))))
+		FROM pg_inherits i WHERE i.inhparent = 'np_nself_audit.np_audit_events'::regclass`).Scan(&parts, &without); err != nil {
+		t.Fatal(err)
+	}
+	if parts < 6 || without != 0 {
+		t.Fatalf("%d of %d partitions lack the resource statistics", without, parts)
+	}
+	types := []string{"doc", "project", "invoice", "api_key", "file", "user"}
+	for b := 0; b < 6; b++ {
+		var evs []*audit.Event
+		for i := 0; i < 1000; i++ {
+			r := (b*1000 + i) % 300 // 300 resources of 20 events
+			in := &audit.EventInput{ActorID: fmt.Sprintf("u%d", i%50), Action: "doc.read",
+				ResourceType: types[r%len(types)], ResourceID: fmt.Sprintf("r%d", r)}
+			e, err := in.Validate("acme", "", testNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, e)
+		}
+		appendEvents(t, s, evs...)
+	}
+	if _, err := su.Exec(ctx, `ANALYZE np_nself_audit.np_audit_events`); err != nil {
+		t.Fatal(err)
+	}
+	sql, args := eventsQuery(audit.Scope{AccountID: "acme"}, audit.Filter{ResourceType: "file", ResourceID: "r10", Limit: 5}, false)
+	if len(args) != 3 {
+		t.Fatalf("the resource page has %d arguments, want 3: %s", len(args), sql)
+	}
+	tx, err := su.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, scopeSQL+`, set_config('plan_cache_mode', 'force_generic_plan', true)`, "acme", "", AppRole); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `PREPARE page(text, text, text) AS `+sql); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE page('acme', 'file', 'r10')`,
+		pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(plan, "\n")
+	if !strings.Contains(text, "resource_id = $3") {
+		t.Fatalf("not the resource page's plan:\n%s", text)
+	}
+	for _, line := range plan {
+		if node := strings.TrimLeft(line, " ->"); strings.HasPrefix(node, "Sort (") || strings.HasPrefix(node, "Incremental Sort (") {
+			t.Fatalf("the resource page sorts the resource's events:\n%s", text)
+		}
+	}
+}
