@@ -84,11 +84,15 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 // locking path answers it. It returns tried false, doing nothing, when the
 // pipeline does not know a head.
 func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map[string][]*audit.AppendItem) (tried bool, err error) {
-	call, tried, err := s.pipe.send(ctx, accounts,
-		func(from map[string]chainHead) ([]pipeStatement, map[string]chainHead, error) {
+	events := 0
+	for _, a := range accounts {
+		events += len(byAccount[a])
+	}
+	call, tried, err := s.pipe.send(ctx, accounts, events,
+		func(from map[string]chainHead) (body, tail []pipeStatement, to map[string]chainHead, err error) {
 			// The scope sets the first account; later ones get their own.
-			stmts := []pipeStatement{{writeScopeSQL, []any{accounts[0], "", AppRole}}}
-			to := map[string]chainHead{}
+			body = []pipeStatement{{writeScopeSQL, []any{accounts[0], "", AppRole}}}
+			to = map[string]chainHead{}
 			for _, account := range accounts {
 				fresh := audit.ResolveKeys(byAccount[account], nil)
 				if len(fresh) == 0 {
@@ -97,28 +101,31 @@ func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map
 				h := from[account]
 				rows, err := linkRows(account, fresh, h)
 				if err != nil {
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 				s.actors.skipKnown(account, rows.actors)
 				if account != accounts[0] {
-					stmts = append(stmts, pipeStatement{setAccountSQL, []any{account}})
+					body = append(body, pipeStatement{setAccountSQL, []any{account}})
 				}
-				stmts = append(stmts, pipeStatement{insertEventsSQL, rows.events})
-				stmts = append(stmts, pipeStatement{advanceHeadSQL, []any{account, h.seq, h.hash, rows.head.seq, rows.head.hash}})
+				body = append(body, pipeStatement{insertEventsSQL, rows.events})
+				if len(accounts) > 1 {
+					tail = append(tail, pipeStatement{setAccountSQL, []any{account}})
+				}
+				tail = append(tail, pipeStatement{advanceHeadSQL, []any{account, h.seq, h.hash, rows.head.seq, rows.head.hash}})
 				// Keys and rollups after the head, whose lock orders them. A
 				// key inserted before it could deadlock with another
 				// process's locking path, which holds the head and inserts
 				// the same key.
 				if rows.keys != nil {
-					stmts = append(stmts, pipeStatement{insertKeysSQL, rows.keys})
+					tail = append(tail, pipeStatement{insertKeysSQL, rows.keys})
 				}
-				stmts = append(stmts, rows.rollups()...)
+				tail = append(tail, rows.rollups()...)
 				to[account] = rows.head
 			}
 			if len(to) == 0 {
-				return nil, nil, nil // every item was answered within the batch
+				return nil, nil, nil, nil // every item was answered within the batch
 			}
-			return stmts, to, nil
+			return body, tail, to, nil
 		})
 	if !tried {
 		return false, nil
@@ -132,6 +139,9 @@ func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map
 	}
 	s.actors.learn(byAccount)
 	s.fastCommits.Add(1)
+	if call != nil && call.split {
+		s.splitCommits.Add(1)
+	}
 	return true, nil
 }
 

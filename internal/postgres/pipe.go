@@ -13,20 +13,31 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// pipeline is the fast path's connection: batches are written to it back to
-// back, each one implicit transaction (its statements, then Sync), without
-// waiting for the one before to commit. PostgreSQL runs them one after the
-// other on one backend, so batch N+1, linked to the head batch N will leave,
-// finds that head when it runs; if N failed, N+1's advance_chain_head finds
-// the old head, raises NSA01 and rolls back, and both take the locking path.
+// pipeline is the fast path's connections: batches are written to them back
+// to back, each one implicit transaction (its statements, then Sync),
+// without waiting for the one before to commit. On one connection PostgreSQL
+// runs them one after the other on one backend, so batch N+1, linked to the
+// head batch N will leave, finds that head when it runs; if N failed, N+1's
+// advance_chain_head finds the old head, raises NSA01 and rolls back, and
+// both take the locking path.
+//
+// A large batch goes to the other connection (pipeConns), in two parts: the
+// body (the inserts) at once, so that it runs beside batch N on the other
+// backend, and the tail (the heads' moves, keys, rollups and Sync) once N
+// has been answered. So N+1 moves a head only after N committed or rolled
+// back, and finds N's head or raises NSA01 as above; its keys and rollups,
+// after the head, follow N's too. A batch only ever waits for earlier ones.
+// The chain does not rest on the wait (advance_chain_head checks the head
+// either way); without it, N+1 raised NSA01 whenever its inserts finished
+// before N moved the head, and took the locking path.
 //
 // With one batch in flight at a time, the backend sat idle while the service
 // linked, encoded and sent the next one and waited for the answer: about
 // half the time with 64 clients posting single events. pgx sends a batch
 // and reads its results in one call, so this speaks the extended protocol
-// itself on a connection hijacked from pgconn after its statements are
-// prepared: one goroutine writes (under mu), another reads the results in
-// order.
+// itself on connections hijacked from pgconn after their statements are
+// prepared: batches are written under mu (a delayed tail by a goroutine of
+// its own), and one goroutine per connection reads the results in order.
 type pipeline struct {
 	config *pgconn.Config // the pool's, so the same server, TLS and settings
 	types  *pgtype.Map
@@ -35,8 +46,10 @@ type pipeline struct {
 	// Append's locking path for its whole transaction: a batch linked to a
 	// head while a locking-path transaction moves it would fail, and its
 	// fallback would then overlap the next batch in turn.
-	mu   sync.Mutex
-	conn *pipeConn // nil: dial at the next send
+	mu    sync.Mutex
+	conns [pipeConns]*pipeConn // nil: dial at the next send to it
+	last  *pipeCall            // the batch sent last, on either connection
+	at    int                  // the index in conns of last's connection
 	// spec is each account's head after the last batch written, or the
 	// last locking-path commit: where the next batch links. It goes when a
 	// batch of the account fails; the account then takes the locking path,
@@ -54,17 +67,39 @@ type pipeConn struct {
 	once sync.Once
 	dead chan struct{} // closed on the first read or write error
 	err  error
+
+	// tailDone is closed once the last batch sent to this connection is
+	// written whole, its tail included (nil: none was sent). The next
+	// batch's statements must not be written before, or they would join
+	// its transaction.
+	tailDone chan struct{}
 }
 
 // pipeCall is one batch written and not yet answered.
 type pipeCall struct {
-	conn *pipeConn
-	done chan struct{}
-	err  error // the batch's first error, or the connection's
+	conn  *pipeConn
+	done  chan struct{}
+	err   error // the batch's first error, or the connection's
+	split bool  // its tail waited for the batch before, on the other connection
 }
 
-// pipeDepth bounds the batches written and not yet answered.
+// pipeDepth bounds the batches written to one connection and not yet
+// answered.
 const pipeDepth = 64
+
+// pipeConns is the number of pipeline connections. A batch of at least
+// pipeParallelEvents events goes to the connection the last batch did not,
+// so that the inserts of the two run at once on two backends; a smaller one
+// follows the last batch on its connection, where the backend runs them one
+// after the other with no wait between (the single-event POSTs' batches,
+// about 17 events each at 64 clients, lost a fifth of their rate when
+// every other one waited for the one before). One backend inserting
+// 1000-event batches ran at 94 % of a core, its time mostly in index
+// inserts, while the service waited on it.
+const (
+	pipeConns          = 2
+	pipeParallelEvents = 256
+)
 
 // pipeApplicationName names the pipeline's connection in pg_stat_activity.
 const pipeApplicationName = "nself-audit-writer"
@@ -157,11 +192,15 @@ func (c *pipeConn) read(fe *pgproto3.Frontend) {
 }
 
 // send links a batch to the pipeline's heads of its accounts (link returns
-// its statements and the heads it leaves) and writes it as one transaction,
-// under the pipeline's lock. It returns the call to wait on. tried is false,
-// with nothing written, when an account's head is unknown.
-func (p *pipeline) send(ctx context.Context, accounts []string,
-	link func(from map[string]chainHead) ([]pipeStatement, map[string]chainHead, error)) (call *pipeCall, tried bool, err error) {
+// its statements, body and tail, and the heads it leaves) and writes it as
+// one transaction, under the pipeline's lock. The body (the inserts) is
+// written at once; the tail (the heads' moves, keys and rollups) and Sync
+// only once the batch sent before it, on the other connection, has been
+// answered: the inserts of the two run at once, and the head moves in
+// order. It returns the call to wait on. tried is false, with nothing
+// written, when an account's head is unknown.
+func (p *pipeline) send(ctx context.Context, accounts []string, events int,
+	link func(from map[string]chainHead) (body, tail []pipeStatement, to map[string]chainHead, err error)) (call *pipeCall, tried bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	from := make(map[string]chainHead, len(accounts))
@@ -172,16 +211,20 @@ func (p *pipeline) send(ctx context.Context, accounts []string,
 		}
 		from[a] = h
 	}
-	stmts, to, err := link(from)
-	if err != nil || stmts == nil { // nil: every item was answered within the batch
+	body, tail, to, err := link(from)
+	if err != nil || body == nil { // nil: every item was answered within the batch
 		return nil, true, err
 	}
-	c := p.conn
+	i := p.at
+	if events >= pipeParallelEvents && p.last != nil {
+		i = (i + 1) % pipeConns
+	}
+	c := p.conns[i]
 	if c != nil {
 		select {
 		case <-c.dead:
 			close(c.calls) // its reader has answered what was written
-			c, p.conn = nil, nil
+			c, p.conns[i] = nil, nil
 		default:
 		}
 	}
@@ -189,17 +232,33 @@ func (p *pipeline) send(ctx context.Context, accounts []string,
 		if c, err = p.dial(ctx); err != nil {
 			return nil, true, err
 		}
-		p.conn = c
+		p.conns[i] = c
 	}
-	buf, err := c.encode(p.types, stmts)
+	if c.tailDone != nil {
+		<-c.tailDone // closed once written, or failed
+	}
+	// On the connection of the batch before, the backend finishes that one
+	// first, so the whole batch goes at once; on the other, the tail waits
+	// for the batch before to be answered.
+	prev := p.last
+	whole := prev == nil || prev.conn == c
+	buf, err := c.encode(p.types, body, c.buf[:0], false)
+	if err == nil && whole {
+		buf, err = c.encode(p.types, tail, buf, true)
+	}
 	if err != nil {
 		return nil, true, err
 	}
-	if d, ok := ctx.Deadline(); ok {
-		c.nc.SetWriteDeadline(d)
-	} else {
-		c.nc.SetWriteDeadline(time.Time{})
+	if cap(buf) <= 1<<20 {
+		c.buf = buf // keep ordinary buffers; let a huge one go
 	}
+	var tailBuf []byte
+	if !whole {
+		if tailBuf, err = c.encode(p.types, tail, nil, true); err != nil {
+			return nil, true, err
+		}
+	}
+	setDeadline(ctx, c.nc)
 	call = &pipeCall{conn: c, done: make(chan struct{})}
 	if _, err := c.nc.Write(buf); err != nil {
 		// Written in part or not at all: the server may still have the
@@ -208,10 +267,34 @@ func (p *pipeline) send(ctx context.Context, accounts []string,
 		return nil, true, c.err
 	}
 	c.calls <- call
+	p.last, p.at = call, i
+	c.tailDone = nil
+	if !whole {
+		call.split = true
+		done := make(chan struct{})
+		c.tailDone = done
+		go func() {
+			defer close(done)
+			<-prev.done
+			setDeadline(ctx, c.nc)
+			if _, err := c.nc.Write(tailBuf); err != nil {
+				c.fail(fmt.Errorf("write pipeline: %w", err))
+			}
+		}()
+	}
 	for a, h := range to {
 		p.spec[a] = h
 	}
 	return call, true, nil
+}
+
+// setDeadline bounds the next write to nc by ctx's deadline.
+func setDeadline(ctx context.Context, nc net.Conn) {
+	if d, ok := ctx.Deadline(); ok {
+		nc.SetWriteDeadline(d)
+	} else {
+		nc.SetWriteDeadline(time.Time{})
+	}
 }
 
 // forget drops the pipeline's heads of accounts whose batch failed.
@@ -241,10 +324,9 @@ func (p *pipeline) wait(ctx context.Context, call *pipeCall) error {
 	}
 }
 
-// encode writes the statements as Bind and Execute messages of their
-// prepared statements, then Sync.
-func (c *pipeConn) encode(m *pgtype.Map, stmts []pipeStatement) ([]byte, error) {
-	buf := c.buf[:0]
+// encode appends the statements to buf as Bind and Execute messages of
+// their prepared statements, then Sync if sync.
+func (c *pipeConn) encode(m *pgtype.Map, stmts []pipeStatement, buf []byte, sync bool) ([]byte, error) {
 	vals := make([]byte, 0, 4096)
 	var err error
 	for _, st := range stmts {
@@ -284,11 +366,10 @@ func (c *pipeConn) encode(m *pgtype.Map, stmts []pipeStatement) ([]byte, error) 
 			return nil, err
 		}
 	}
-	if buf, err = (&pgproto3.Sync{}).Encode(buf); err != nil {
-		return nil, err
-	}
-	if cap(buf) <= 1<<20 {
-		c.buf = buf // keep ordinary buffers; let a huge one go
+	if sync {
+		if buf, err = (&pgproto3.Sync{}).Encode(buf); err != nil {
+			return nil, err
+		}
 	}
 	return buf, nil
 }
@@ -297,9 +378,11 @@ func (c *pipeConn) encode(m *pgtype.Map, stmts []pipeStatement) ([]byte, error) 
 func (p *pipeline) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conn != nil {
-		p.conn.fail(errors.New("write pipeline: closed"))
-		close(p.conn.calls)
-		p.conn = nil
+	for i, c := range p.conns {
+		if c != nil {
+			c.fail(errors.New("write pipeline: closed"))
+			close(c.calls)
+			p.conns[i] = nil
+		}
 	}
 }

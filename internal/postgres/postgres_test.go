@@ -1265,3 +1265,91 @@ func TestResourcePageInIndexOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelineLargeBatchesInParallel appends batches large enough to go to
+// the pipeline's two connections in turn, from several goroutines, with an
+// idempotency key shared by every worker in some rounds (a stored key fails
+// its batch on the fast path, and the batch after it, already running on
+// the other connection, then finds the head unmoved) and a second store
+// moving the head meanwhile. Every event must be stored once, in one chain
+// that verifies, every key answered with one event, and some batches must
+// have committed whose tail waited for the batch before.
+func TestPipelineLargeBatchesInParallel(t *testing.T) {
+	t.Parallel()
+	s1, s2 := setupTwo(t)
+	ctx := context.Background()
+	appendEvents(t, s1, newEvent(t, "acme", "u0", "doc.read")) // locking path, then the cache is warm
+	const workers, rounds, size = 4, 5, pipeParallelEvents + 10
+	var stored atomic.Int64
+	stored.Store(1)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*rounds*size)
+	var mu sync.Mutex
+	byKey := map[string]uuid.UUID{}
+	for w := range workers + 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				var items []*audit.AppendItem
+				s, n := s1, size
+				if w == workers {
+					s, n = s2, 3 // another process, moving the head under s1's pipeline
+					time.Sleep(40 * time.Millisecond)
+				}
+				for i := range n {
+					items = append(items, &audit.AppendItem{Event: newEvent(t, "acme", fmt.Sprintf("u%d-%d", w, i%7), "doc.read")})
+				}
+				if r%2 == 1 {
+					key := fmt.Sprintf("k%d", r)
+					items[n/2].IdempotencyKey, items[n/2].Fingerprint = key, "f-"+key
+					items[n/2].Event = newEvent(t, "acme", "shared", "doc.read")
+				}
+				if err := s.Append(ctx, items); err != nil {
+					errs <- err
+					return
+				}
+				for _, it := range items {
+					switch {
+					case it.Err != nil:
+						errs <- it.Err
+					case it.Replayed:
+					default:
+						stored.Add(1)
+					}
+					if it.IdempotencyKey != "" {
+						mu.Lock()
+						if id, ok := byKey[it.IdempotencyKey]; ok && id != it.Event.ID {
+							errs <- fmt.Errorf("key %s answered with %s and %s", it.IdempotencyKey, id, it.Event.ID)
+						}
+						byKey[it.IdempotencyKey] = it.Event.ID
+						mu.Unlock()
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Then one after another, with nothing else writing: each large batch
+	// goes to the connection the one before did not, and commits there.
+	for range 3 {
+		var evs []*audit.Event
+		for i := range size {
+			evs = append(evs, newEvent(t, "acme", fmt.Sprintf("u%d", i%7), "doc.read"))
+		}
+		appendEvents(t, s1, evs...)
+		stored.Add(size)
+	}
+	if n := storetest.VerifyChain(t, s1, "acme"); n != stored.Load() {
+		t.Fatalf("chain holds %d events; %d were stored", n, stored.Load())
+	}
+	if s1.splitCommits.Load() < 2 {
+		t.Fatalf("no batch committed whose tail waited for the batch before on the other connection (%d fast commits)",
+			s1.fastCommits.Load())
+	}
+	t.Logf("%d fast commits, %d with a tail that waited", s1.fastCommits.Load(), s1.splitCommits.Load())
+}
