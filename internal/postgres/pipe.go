@@ -234,9 +234,6 @@ func (p *pipeline) send(ctx context.Context, accounts []string, events int,
 		}
 		p.conns[i] = c
 	}
-	if c.tailDone != nil {
-		<-c.tailDone // closed once written, or failed
-	}
 	// On the connection of the batch before, the backend finishes that one
 	// first, so the whole batch goes at once; on the other, the tail waits
 	// for the batch before to be answered.
@@ -257,6 +254,9 @@ func (p *pipeline) send(ctx context.Context, accounts []string, events int,
 		if tailBuf, err = c.encode(p.types, tail, nil, true); err != nil {
 			return nil, true, err
 		}
+	}
+	if c.tailDone != nil {
+		<-c.tailDone // closed once written, or failed
 	}
 	setDeadline(ctx, c.nc)
 	call = &pipeCall{conn: c, done: make(chan struct{})}
