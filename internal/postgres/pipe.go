@@ -92,8 +92,8 @@ const pipeDepth = 64
 // so that the inserts of the two run at once on two backends; a smaller one
 // follows the last batch on its connection, where the backend runs them one
 // after the other with no wait between (the single-event POSTs' batches,
-// about 17 events each at 64 clients, lost a fifth of their rate when
-// every other one waited for the one before). One backend inserting
+// about 17 events each at 64 clients, lost about a seventh of their rate
+// when every other one waited for the one before). One backend inserting
 // 1000-event batches ran at 94 % of a core, its time mostly in index
 // inserts, while the service waited on it.
 const (
