@@ -540,6 +540,57 @@ func TestHashChecks(t *testing.T) {
 	}
 }
 
+// appendTally counts the events that concurrent appends stored and checks
+// that each idempotency key is answered with one event.
+type appendTally struct {
+	stored atomic.Int64
+	errs   chan error
+	mu     sync.Mutex
+	byKey  map[string]uuid.UUID
+}
+
+func newAppendTally(stored int64, items int) *appendTally {
+	a := &appendTally{errs: make(chan error, items), byKey: map[string]uuid.UUID{}}
+	a.stored.Store(stored)
+	return a
+}
+
+// append appends items to s and records the outcome; false when Append
+// itself failed.
+func (a *appendTally) append(ctx context.Context, s *Store, items []*audit.AppendItem) bool {
+	if err := s.Append(ctx, items); err != nil {
+		a.errs <- err
+		return false
+	}
+	for _, it := range items {
+		switch {
+		case it.Err != nil:
+			a.errs <- it.Err
+		case it.Replayed:
+		default:
+			a.stored.Add(1)
+		}
+		if it.IdempotencyKey != "" {
+			a.mu.Lock()
+			if id, ok := a.byKey[it.IdempotencyKey]; ok && id != it.Event.ID {
+				a.errs <- fmt.Errorf("key %s answered with %s and %s", it.IdempotencyKey, id, it.Event.ID)
+			}
+			a.byKey[it.IdempotencyKey] = it.Event.ID
+			a.mu.Unlock()
+		}
+	}
+	return true
+}
+
+// check fails t with the first error recorded, once every append is done.
+func (a *appendTally) check(t *testing.T) {
+	t.Helper()
+	close(a.errs)
+	for err := range a.errs {
+		t.Fatal(err)
+	}
+}
+
 // TestPipelineConcurrentAppends: appends from many goroutines go through
 // the write pipeline together, with another store moving the same head
 // (NSA01 fallbacks) and keys repeated across goroutines (unique-violation
@@ -552,12 +603,8 @@ func TestPipelineConcurrentAppends(t *testing.T) {
 	appendEvents(t, s1, newEvent(t, "acme", "u0", "doc.read")) // locking path, then the cache is warm
 	appendEvents(t, s1, newEvent(t, "acme", "u0", "doc.read"))
 	const workers, rounds = 8, 20
-	var stored atomic.Int64
-	stored.Store(2)
+	tally := newAppendTally(2, workers*rounds*2)
 	var wg sync.WaitGroup
-	errs := make(chan error, workers*rounds)
-	var mu sync.Mutex
-	byKey := map[string]uuid.UUID{}
 	for w := range workers {
 		wg.Add(1)
 		go func() {
@@ -573,37 +620,16 @@ func TestPipelineConcurrentAppends(t *testing.T) {
 					items = append(items, &audit.AppendItem{Event: newEvent(t, "acme", "shared", "doc.read"),
 						IdempotencyKey: key, Fingerprint: "f-" + key})
 				}
-				if err := s.Append(ctx, items); err != nil {
-					errs <- err
+				if !tally.append(ctx, s, items) {
 					return
-				}
-				for _, it := range items {
-					switch {
-					case it.Err != nil:
-						errs <- it.Err
-					case it.Replayed:
-					default:
-						stored.Add(1)
-					}
-					if it.IdempotencyKey != "" {
-						mu.Lock()
-						if id, ok := byKey[it.IdempotencyKey]; ok && id != it.Event.ID {
-							errs <- fmt.Errorf("key %s answered with %s and %s", it.IdempotencyKey, id, it.Event.ID)
-						}
-						byKey[it.IdempotencyKey] = it.Event.ID
-						mu.Unlock()
-					}
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	if n := storetest.VerifyChain(t, s1, "acme"); n != stored.Load() {
-		t.Fatalf("chain holds %d events; %d were stored", n, stored.Load())
+	tally.check(t)
+	if n := storetest.VerifyChain(t, s1, "acme"); n != tally.stored.Load() {
+		t.Fatalf("chain holds %d events; %d were stored", n, tally.stored.Load())
 	}
 	if s1.fastCommits.Load() == 0 {
 		t.Fatal("no batch went through the pipeline")
@@ -648,21 +674,14 @@ func TestPipelineConnectionLost(t *testing.T) {
 	}
 }
 
-// TestFilterIndexesUsed: each list filter is served by an index, so a rare
-// value is found without reading the account's other events.
-func TestFilterIndexesUsed(t *testing.T) {
-	t.Parallel()
-	s, su := setup(t)
-	ctx := context.Background()
-	for b := 0; b < 5; b++ {
+// appendAnalyzed appends batches of 1000 events of account acme, event i of
+// batch b made by input, then analyses the table as autovacuum would.
+func appendAnalyzed(t *testing.T, s *Store, su *pgxpool.Pool, batches int, input func(b, i int) *audit.EventInput) {
+	t.Helper()
+	for b := range batches {
 		var evs []*audit.Event
-		for i := 0; i < 1000; i++ {
-			in := &audit.EventInput{ActorID: fmt.Sprintf("u%d", i%300), Action: fmt.Sprintf("doc.a%d", i%40),
-				ResourceType: "doc", ResourceID: fmt.Sprintf("d%d", i), Source: fmt.Sprintf("plugin-%d", i%30)}
-			if i == 7 {
-				in.Severity, in.Outcome, in.ActorType, in.ActorID = "critical", "denied", "system", ""
-			}
-			e, err := in.Validate("acme", "", testNow)
+		for i := range 1000 {
+			e, err := input(b, i).Validate("acme", "", testNow)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -670,9 +689,25 @@ func TestFilterIndexesUsed(t *testing.T) {
 		}
 		appendEvents(t, s, evs...)
 	}
-	if _, err := su.Exec(ctx, `ANALYZE np_nself_audit.np_audit_events`); err != nil {
+	if _, err := su.Exec(context.Background(), `ANALYZE np_nself_audit.np_audit_events`); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestFilterIndexesUsed: each list filter is served by an index, so a rare
+// value is found without reading the account's other events.
+func TestFilterIndexesUsed(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	appendAnalyzed(t, s, su, 5, func(b, i int) *audit.EventInput {
+		in := &audit.EventInput{ActorID: fmt.Sprintf("u%d", i%300), Action: fmt.Sprintf("doc.a%d", i%40),
+			ResourceType: "doc", ResourceID: fmt.Sprintf("d%d", i), Source: fmt.Sprintf("plugin-%d", i%30)}
+		if i == 7 {
+			in.Severity, in.Outcome, in.ActorType, in.ActorID = "critical", "denied", "system", ""
+		}
+		return in
+	})
 	// The plan must look the value up in an index of the current month's
 	// partition (index names there are generated; the condition tells).
 	for _, c := range []struct {
@@ -1214,23 +1249,11 @@ func TestResourcePageInIndexOrder(t *testing.T) {
 		t.Fatalf("%d of %d partitions lack the resource statistics", without, parts)
 	}
 	types := []string{"doc", "project", "invoice", "api_key", "file", "user"}
-	for b := 0; b < 6; b++ {
-		var evs []*audit.Event
-		for i := 0; i < 1000; i++ {
-			r := (b*1000 + i) % 300 // 300 resources of 20 events
-			in := &audit.EventInput{ActorID: fmt.Sprintf("u%d", i%50), Action: "doc.read",
-				ResourceType: types[r%len(types)], ResourceID: fmt.Sprintf("r%d", r)}
-			e, err := in.Validate("acme", "", testNow)
-			if err != nil {
-				t.Fatal(err)
-			}
-			evs = append(evs, e)
-		}
-		appendEvents(t, s, evs...)
-	}
-	if _, err := su.Exec(ctx, `ANALYZE np_nself_audit.np_audit_events`); err != nil {
-		t.Fatal(err)
-	}
+	appendAnalyzed(t, s, su, 6, func(b, i int) *audit.EventInput {
+		r := (b*1000 + i) % 300 // 300 resources of 20 events
+		return &audit.EventInput{ActorID: fmt.Sprintf("u%d", i%50), Action: "doc.read",
+			ResourceType: types[r%len(types)], ResourceID: fmt.Sprintf("r%d", r)}
+	})
 	sql, args := eventsQuery(audit.Scope{AccountID: "acme"}, audit.Filter{ResourceType: "file", ResourceID: "r10", Limit: 5}, false)
 	if len(args) != 3 {
 		t.Fatalf("the resource page has %d arguments, want 3: %s", len(args), sql)
@@ -1280,12 +1303,8 @@ func TestPipelineLargeBatchesInParallel(t *testing.T) {
 	ctx := context.Background()
 	appendEvents(t, s1, newEvent(t, "acme", "u0", "doc.read")) // locking path, then the cache is warm
 	const workers, rounds, size = 4, 5, pipeParallelEvents + 10
-	var stored atomic.Int64
-	stored.Store(1)
+	tally := newAppendTally(1, (workers+1)*rounds*size)
 	var wg sync.WaitGroup
-	errs := make(chan error, workers*rounds*size)
-	var mu sync.Mutex
-	byKey := map[string]uuid.UUID{}
 	for w := range workers + 1 {
 		wg.Add(1)
 		go func() {
@@ -1305,35 +1324,14 @@ func TestPipelineLargeBatchesInParallel(t *testing.T) {
 					items[n/2].IdempotencyKey, items[n/2].Fingerprint = key, "f-"+key
 					items[n/2].Event = newEvent(t, "acme", "shared", "doc.read")
 				}
-				if err := s.Append(ctx, items); err != nil {
-					errs <- err
+				if !tally.append(ctx, s, items) {
 					return
-				}
-				for _, it := range items {
-					switch {
-					case it.Err != nil:
-						errs <- it.Err
-					case it.Replayed:
-					default:
-						stored.Add(1)
-					}
-					if it.IdempotencyKey != "" {
-						mu.Lock()
-						if id, ok := byKey[it.IdempotencyKey]; ok && id != it.Event.ID {
-							errs <- fmt.Errorf("key %s answered with %s and %s", it.IdempotencyKey, id, it.Event.ID)
-						}
-						byKey[it.IdempotencyKey] = it.Event.ID
-						mu.Unlock()
-					}
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	tally.check(t)
 	// Then one after another, with nothing else writing: each large batch
 	// goes to the connection the one before did not, and commits there.
 	for range 3 {
@@ -1342,10 +1340,10 @@ func TestPipelineLargeBatchesInParallel(t *testing.T) {
 			evs = append(evs, newEvent(t, "acme", fmt.Sprintf("u%d", i%7), "doc.read"))
 		}
 		appendEvents(t, s1, evs...)
-		stored.Add(size)
+		tally.stored.Add(size)
 	}
-	if n := storetest.VerifyChain(t, s1, "acme"); n != stored.Load() {
-		t.Fatalf("chain holds %d events; %d were stored", n, stored.Load())
+	if n := storetest.VerifyChain(t, s1, "acme"); n != tally.stored.Load() {
+		t.Fatalf("chain holds %d events; %d were stored", n, tally.stored.Load())
 	}
 	if s1.splitCommits.Load() < 2 {
 		t.Fatalf("no batch committed whose tail waited for the batch before on the other connection (%d fast commits)",
