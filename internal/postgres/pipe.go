@@ -101,6 +101,17 @@ const (
 	pipeParallelEvents = 256
 )
 
+// pipeTailWait bounds how long a batch's tail waits for the batch before.
+// Past it the tail goes anyway, and advance_chain_head decides: it waits on
+// the head row if the batch before holds it, else raises NSA01 and the batch
+// takes the locking path. Without the bound, a lock request queued between
+// the two could wait for the batch forever, unseen by PostgreSQL's deadlock
+// check: the hourly CREATE TABLE … PARTITION OF (ACCESS EXCLUSIVE on the
+// table) waits for this batch's inserts, the batch before waits behind it,
+// and this batch waits, in the service, for that one
+// (TestPipelineTailWaitBounded).
+const pipeTailWait = time.Second
+
 // pipeApplicationName names the pipeline's connection in pg_stat_activity.
 const pipeApplicationName = "nself-audit-writer"
 
@@ -220,6 +231,13 @@ func (p *pipeline) send(ctx context.Context, accounts []string, events int,
 		i = (i + 1) % pipeConns
 	}
 	c := p.conns[i]
+	if c != nil && c.tailDone != nil {
+		select {
+		case <-c.tailDone: // written, or the connection failed
+		case <-ctx.Done():
+			return nil, true, ctx.Err() // nothing of this batch was written
+		}
+	}
 	if c != nil {
 		select {
 		case <-c.dead:
@@ -255,9 +273,6 @@ func (p *pipeline) send(ctx context.Context, accounts []string, events int,
 			return nil, true, err
 		}
 	}
-	if c.tailDone != nil {
-		<-c.tailDone // closed once written, or failed
-	}
 	setDeadline(ctx, c.nc)
 	call = &pipeCall{conn: c, done: make(chan struct{})}
 	if _, err := c.nc.Write(buf); err != nil {
@@ -275,7 +290,10 @@ func (p *pipeline) send(ctx context.Context, accounts []string, events int,
 		c.tailDone = done
 		go func() {
 			defer close(done)
-			<-prev.done
+			select {
+			case <-prev.done:
+			case <-time.After(pipeTailWait):
+			}
 			setDeadline(ctx, c.nc)
 			if _, err := c.nc.Write(tailBuf); err != nil {
 				c.fail(fmt.Errorf("write pipeline: %w", err))

@@ -1351,3 +1351,140 @@ func TestPipelineLargeBatchesInParallel(t *testing.T) {
 	}
 	t.Logf("%d fast commits, %d with a tail that waited", s1.fastCommits.Load(), s1.splitCommits.Load())
 }
+
+// TestPipelineTailWaitBounded builds the wait that PostgreSQL cannot see:
+// a large batch S has run its inserts on one pipeline connection and waits,
+// in the service, for the batch before it, P; a CREATE TABLE … PARTITION
+// OF (as ensure_partitions runs it) waits for S's lock on the table; and P,
+// queued on the other connection behind a batch Z, starts only after that
+// request and waits behind it. Past pipeTailWait, S's tail goes anyway and
+// rolls S back (NSA01: P has not moved the head), so the partition is made
+// long before its lock timeout, and every batch is stored.
+func TestPipelineTailWaitBounded(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	events := func(n int) []*audit.AppendItem {
+		items := make([]*audit.AppendItem, n)
+		for i := range items {
+			items[i] = &audit.AppendItem{Event: newEvent(t, "acme", fmt.Sprintf("u%d", i%9), "doc.read")}
+		}
+		return items
+	}
+	// The locking path, then a small batch and a large one: both pipeline
+	// connections are dialled (preparing their statements needs the tables
+	// the test locks below), and the last batch went to the second.
+	var warm int
+	for _, n := range []int{1, 1, pipeParallelEvents} {
+		items := events(n)
+		if err := s.Append(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+		warm += n
+	}
+	if s.splitCommits.Load() != 1 {
+		t.Fatalf("%d split commits while warming up, want 1", s.splitCommits.Load())
+	}
+	waitFor := func(what, sql string, args ...any) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var ok bool
+			if err := su.QueryRow(ctx, sql, args...).Scan(&ok); err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("waited 15 s for %s", what)
+			}
+		}
+	}
+	sent := func(after *pipeCall) *pipeCall {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if !s.pipe.mu.TryLock() { // held through a locking-path transaction, which may wait on the test
+				continue
+			}
+			last := s.pipe.last
+			s.pipe.mu.Unlock()
+			if last != nil && last != after {
+				return last
+			}
+		}
+		t.Fatal("a batch was never sent")
+		return nil
+	}
+	const writerWaitsOnLock = `SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()
+		AND application_name = $1 AND wait_event_type = 'Lock'`
+
+	// Z holds the head and waits for the rollup table, which the test locks.
+	hold, err := su.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `LOCK TABLE np_nself_audit.np_audit_stats_dims IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	appends := make(chan error, 3)
+	z, p, sBatch := events(pipeParallelEvents), events(3), events(pipeParallelEvents)
+	go func() { appends <- s.Append(ctx, z) }()
+	s.pipe.mu.Lock()
+	warmCall := s.pipe.last
+	s.pipe.mu.Unlock()
+	zCall := sent(warmCall)
+	waitFor("Z to wait for the rollup table", writerWaitsOnLock, pipeApplicationName)
+	go func() { appends <- s.Append(ctx, p) }() // small: queued behind Z on its connection
+	pCall := sent(zCall)
+	go func() { appends <- s.Append(ctx, sBatch) }() // large: the other connection, its tail waits for P
+	sent(pCall)
+	waitFor("S's inserts to run", `SELECT count(DISTINCT l.pid) = 2 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		WHERE a.datname = current_database() AND a.application_name = $1 AND l.granted
+		AND l.relation = 'np_nself_audit.np_audit_events'::regclass AND l.mode = 'RowExclusiveLock'`, pipeApplicationName)
+
+	// The partition waits for Z and S; then Z commits, and P queues behind it.
+	ddl := make(chan error, 1)
+	var took time.Duration
+	go func() {
+		start := time.Now()
+		err := pgx.BeginFunc(ctx, su, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '20s'`); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `CREATE TABLE np_nself_audit.np_audit_events_p210001 PARTITION OF
+				np_nself_audit.np_audit_events FOR VALUES FROM ('2100-01-01') TO ('2100-02-01')`)
+			return err
+		})
+		took = time.Since(start)
+		ddl <- err
+	}()
+	waitFor("the partition to wait for its lock", `SELECT count(*) > 0 FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'CREATE TABLE%'`)
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := <-ddl; err != nil {
+		t.Fatalf("the partition, after %v: %v", took, err)
+	}
+	if took > 10*time.Second {
+		t.Errorf("the partition waited %v for its lock", took)
+	}
+	for range 3 {
+		if err := <-appends; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, items := range [][]*audit.AppendItem{z, p, sBatch} {
+		for _, it := range items {
+			if it.Err != nil || it.Replayed {
+				t.Fatalf("an item: err %v, replayed %v", it.Err, it.Replayed)
+			}
+		}
+	}
+	if n := storetest.VerifyChain(t, s, "acme"); n != int64(warm+len(z)+len(p)+len(sBatch)) {
+		t.Fatalf("chain holds %d events, want %d", n, warm+len(z)+len(p)+len(sBatch))
+	}
+	t.Logf("the partition took %v; %d fast commits, %d split", took, s.fastCommits.Load(), s.splitCommits.Load())
+}

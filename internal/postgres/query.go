@@ -53,12 +53,13 @@ func (s *Store) readPlanned(ctx context.Context, scope audit.Scope, mode string,
 	b.Queue(scopeSQL+`, set_config('transaction_read_only', 'on', true), set_config('plan_cache_mode', $4, true)`,
 		scope.AccountID, scope.ActorID, roleOf(scope), mode)
 	queue(b)
+	readers := s.readers
 	select {
-	case s.readers <- struct{}{}:
+	case readers <- struct{}{}:
 	case <-ctx.Done():
 		return classify(ctx.Err())
 	}
-	defer func() { <-s.readers }()
+	defer func() { <-readers }()
 	return classify(s.pool.SendBatch(ctx, b).Close())
 }
 
