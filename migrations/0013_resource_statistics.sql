@@ -29,7 +29,8 @@ SET LOCAL statement_timeout = 0;
 CREATE FUNCTION np_nself_audit.partition_statistics(part regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    name text := (SELECT relname FROM pg_class WHERE oid = part) || '_resource';
+    -- As PostgreSQL would cut it (63 bytes), so that the lookup finds it.
+    name text := left((SELECT relname FROM pg_class WHERE oid = part) || '_resource', 63);
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_statistic_ext
                    WHERE stxname = name AND stxnamespace = 'np_nself_audit'::regnamespace) THEN
