@@ -39,7 +39,7 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 	sort.Strings(accounts)
 
 	saved := saveItems(items)
-	tried, err := s.appendFast(ctx, accounts, byAccount)
+	tried, err := s.appendFast(ctx, accounts, byAccount, len(items))
 	if tried {
 		if err == nil {
 			return nil
@@ -83,11 +83,7 @@ func (s *Store) Append(ctx context.Context, items []*audit.AppendItem) error {
 // stored one makes the key insert fail with a unique violation, and the
 // locking path answers it. It returns tried false, doing nothing, when the
 // pipeline does not know a head.
-func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map[string][]*audit.AppendItem) (tried bool, err error) {
-	events := 0
-	for _, a := range accounts {
-		events += len(byAccount[a])
-	}
+func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map[string][]*audit.AppendItem, events int) (tried bool, err error) {
 	call, tried, err := s.pipe.send(ctx, accounts, events,
 		func(from map[string]chainHead) (body, tail []pipeStatement, to map[string]chainHead, err error) {
 			// The scope sets the first account; later ones get their own.

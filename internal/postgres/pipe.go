@@ -230,27 +230,9 @@ func (p *pipeline) send(ctx context.Context, accounts []string, events int,
 	if events >= pipeParallelEvents && p.last != nil {
 		i = (i + 1) % pipeConns
 	}
-	c := p.conns[i]
-	if c != nil && c.tailDone != nil {
-		select {
-		case <-c.tailDone: // written, or the connection failed
-		case <-ctx.Done():
-			return nil, true, ctx.Err() // nothing of this batch was written
-		}
-	}
-	if c != nil {
-		select {
-		case <-c.dead:
-			close(c.calls) // its reader has answered what was written
-			c, p.conns[i] = nil, nil
-		default:
-		}
-	}
-	if c == nil {
-		if c, err = p.dial(ctx); err != nil {
-			return nil, true, err
-		}
-		p.conns[i] = c
+	c, err := p.connAt(ctx, i)
+	if err != nil {
+		return nil, true, err // nothing of this batch was written
 	}
 	// On the connection of the batch before, the backend finishes that one
 	// first, so the whole batch goes at once; on the other, the tail waits
@@ -304,6 +286,40 @@ func (p *pipeline) send(ctx context.Context, accounts []string, events int,
 		p.spec[a] = h
 	}
 	return call, true, nil
+}
+
+// connAt returns connection i, under mu, once the tail of the last batch
+// sent to it is written; a dead connection is replaced by a new one.
+func (p *pipeline) connAt(ctx context.Context, i int) (*pipeConn, error) {
+	c := p.conns[i]
+	if c == nil {
+		return p.redial(ctx, i)
+	}
+	if c.tailDone != nil {
+		select {
+		case <-c.tailDone: // written, or the connection failed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	select {
+	case <-c.dead:
+		close(c.calls) // its reader has answered what was written
+		return p.redial(ctx, i)
+	default:
+		return c, nil
+	}
+}
+
+// redial dials connection i anew.
+func (p *pipeline) redial(ctx context.Context, i int) (*pipeConn, error) {
+	p.conns[i] = nil
+	c, err := p.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.conns[i] = c
+	return c, nil
 }
 
 // setDeadline bounds the next write to nc by ctx's deadline.

@@ -42,7 +42,7 @@ const connectTimeout = 5 * time.Second
 // Store implements audit.Store on a pgx pool.
 type Store struct {
 	pool         *pgxpool.Pool
-	pipe         *pipeline    // the fast path's connection (pipe.go)
+	pipe         *pipeline    // the fast path's connections (pipe.go)
 	actors       actorSet     // actors known to be in the actors rollup
 	fastCommits  atomic.Int64 // batches committed by the fast path, for tests
 	splitCommits atomic.Int64 // of which their tail waited for the batch before (pipe.go)

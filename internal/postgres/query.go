@@ -39,9 +39,9 @@ const (
 	genericPlans = "force_generic_plan"
 )
 
-// readPlanned is read with the plan cache mode of the queries. At most
-// QueryConcurrency reads run in the database at once (see Store.readers). Reads plan
-// each query for its values by default (the pool's setting): a time range
+// readPlanned is read with the plan cache mode of the queries, once one of
+// the store's read slots is free (Store.readers). Reads plan each query
+// for its values by default (the pool's setting): a time range
 // prunes partitions and picks between the time index and a filter's, which
 // a generic plan cannot. A list without a time range or an action prefix
 // has one best plan whatever its values (the filter's index, newest first,
