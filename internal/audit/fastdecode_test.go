@@ -121,3 +121,65 @@ func FuzzCanonicalFast(f *testing.F) {
 		}
 	})
 }
+
+// Batch bodies the one-pass batch decoder takes, and ones it must leave to
+// encoding/json.
+var (
+	fastBatches = []string{
+		`{"events":[{}]}`,
+		`{"events":[{"actor_id":"u1","action":"a.b"},{"actor_type":"system","action":"c.d","metadata":{"x":[1,"]}"]}}]}`,
+		" {\n \"events\" : [ {\"action\":\"a.b\"} ,\t{\"action\":\"c.d\"} ] } \n",
+	}
+	slowBatches = []string{
+		``, `{}`, `[]`, `{"events":[]}`, `{"events":null}`, `{"events":{}}`, `{"events":[1]}`, `{"events":[null]}`,
+		`{"events":[{}],"events":[{}]}`, `{"Events":[{}]}`, `{"events":[{}],"x":1}`, `{"event\u0073":[{}]}`,
+		`{"events":[{},]}`, `{"events":[{}}`, `{"events":[{}]`, `{"events":[{}]}x`, `{"events":[{}]} {}`,
+		`{"events":[{"action":"a\u0041"}]}`, `{"events":[{"idempotency_key":"k"}]}`, `{"events":[{"seq":1}]}`,
+		`{"events":[{"action":"x"}{"action":"y"}]}`, `{"events":[{"metadata":{"a":}}]}`,
+		`{"events":[` + strings.Repeat(`{},`, MaxBatch) + `{}]}`,
+	}
+)
+
+// TestDecodeBatchFast: the one-pass batch decoder takes the plain bodies,
+// with encoding/json's result, and leaves the others to it; a full batch
+// of MaxBatch events is taken.
+func TestDecodeBatchFast(t *testing.T) {
+	full := `{"events":[` + strings.Repeat(`{"action":"a.b"},`, MaxBatch-1) + `{"action":"a.b"}]}`
+	for _, body := range append([]string{full}, fastBatches...) {
+		ins, ok := decodeBatchFast([]byte(body))
+		if !ok {
+			t.Errorf("fast batch decoder refused %.80q", body)
+			continue
+		}
+		want, err := decodeBatchStrict(strings.NewReader(body))
+		if err != nil || !reflect.DeepEqual(ins, want) {
+			t.Errorf("%.80q: fast %d events; encoding/json %d (%v)", body, len(ins), len(want), err)
+		}
+	}
+	for _, body := range slowBatches {
+		if ins, ok := decodeBatchFast([]byte(body)); ok {
+			t.Errorf("fast batch decoder took %.80q: %d events", body, len(ins))
+		}
+	}
+}
+
+// FuzzDecodeBatchFast: whenever the one-pass batch decoder takes a body,
+// encoding/json accepts it and decodes the same events; and DecodeBatch
+// answers every body as encoding/json alone does.
+func FuzzDecodeBatchFast(f *testing.F) {
+	for _, b := range append(append([]string{}, fastBatches...), slowBatches...) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		want, wantErr := decodeBatchStrict(strings.NewReader(body))
+		if ins, ok := decodeBatchFast([]byte(body)); ok {
+			if wantErr != nil || !reflect.DeepEqual(ins, want) {
+				t.Fatalf("%q: fast %+v; encoding/json %+v (%v)", body, ins, want, wantErr)
+			}
+		}
+		got, err := DecodeBatch(strings.NewReader(body))
+		if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: DecodeBatch %v (%v); encoding/json %v (%v)", body, got, err, want, wantErr)
+		}
+	})
+}

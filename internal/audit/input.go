@@ -462,6 +462,20 @@ const MaxBatch = 1000
 // strictly as DecodeEventInput; an error names the index of the event at
 // fault.
 func DecodeBatch(r io.Reader) ([]*EventInput, error) {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		// The size limit, or a broken body: as in DecodeEventInput.
+		return decodeBatchStrict(io.MultiReader(bytes.NewReader(body), errReader{err}))
+	}
+	if ins, ok := decodeBatchFast(body); ok {
+		return ins, nil
+	}
+	return decodeBatchStrict(bytes.NewReader(body))
+}
+
+// decodeBatchStrict is DecodeBatch through encoding/json, which names what
+// is wrong with a body.
+func decodeBatchStrict(r io.Reader) ([]*EventInput, error) {
 	dec := json.NewDecoder(r)
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
