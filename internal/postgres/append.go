@@ -278,15 +278,10 @@ const insertEventsSQL = `
 		(id, source_account_id, seq, occurred_at, recorded_at, actor_id, actor_type, action,
 		 resource_type, resource_id, outcome, severity, ip_address, user_agent, request_id,
 		 source, metadata, prev_hash, hash)
-	SELECT id, $1, seq, occurred_at, recorded_at, actor_id, actor_type, action,
-		 resource_type, resource_id, outcome, severity, ip_address, user_agent, request_id,
-		 source, metadata, prev_hash, hash
-	FROM unnest($2::uuid[], $3::int8[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[],
-		$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-		$15::text[], $16::text[], $17::json[], $18::text[], $19::text[])
-		AS t(id, seq, occurred_at, recorded_at, actor_id, actor_type, action, resource_type,
-		     resource_id, outcome, severity, ip_address, user_agent, request_id, source,
-		     metadata, prev_hash, hash)`
+	SELECT unnest($2::uuid[]), $1, unnest($3::int8[]), unnest($4::timestamptz[]), unnest($5::timestamptz[]),
+		unnest($6::text[]), unnest($7::text[]), unnest($8::text[]), unnest($9::text[]), unnest($10::text[]),
+		unnest($11::text[]), unnest($12::text[]), unnest($13::text[]), unnest($14::text[]), unnest($15::text[]),
+		unnest($16::text[]), unnest($17::json[]), unnest($18::text[]), unnest($19::text[])`
 
 // The stats rollups' upserts (migration 0007).
 const (
