@@ -184,46 +184,49 @@ func lessUTF16(a, b string) bool {
 	return len(ua) < len(ub)
 }
 
-// writeString writes s as a JSON string with RFC 8785's escaping: only the
-// quote, the backslash and control characters are escaped. Runs of bytes
-// that need no escaping are copied at once.
+// writeString writes s as a JSON string with RFC 8785's escaping (see
+// appendCanonicalString); a NUL is refused.
 func writeString(buf *bytes.Buffer, s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
 		return Errorf(EINVALID, "strings may not contain NUL characters")
 	}
-	buf.WriteByte('"')
+	buf.Write(appendCanonicalString(buf.AvailableBuffer(), s))
+	return nil
+}
+
+// appendCanonicalString appends s as a JSON string with RFC 8785's
+// escaping: only the quote, the backslash and control characters are
+// escaped. Runs of bytes that need no escaping are copied at once.
+func appendCanonicalString(dst []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue // UTF-8 multi-byte sequences never contain such bytes
 		}
-		buf.WriteString(s[start:i])
+		dst = append(dst, s[start:i]...)
 		switch c {
-		case '"':
-			buf.WriteString(`\"`)
-		case '\\':
-			buf.WriteString(`\\`)
+		case '"', '\\':
+			dst = append(dst, '\\', c)
 		case '\b':
-			buf.WriteString(`\b`)
+			dst = append(dst, '\\', 'b')
 		case '\f':
-			buf.WriteString(`\f`)
+			dst = append(dst, '\\', 'f')
 		case '\n':
-			buf.WriteString(`\n`)
+			dst = append(dst, '\\', 'n')
 		case '\r':
-			buf.WriteString(`\r`)
+			dst = append(dst, '\\', 'r')
 		case '\t':
-			buf.WriteString(`\t`)
+			dst = append(dst, '\\', 't')
 		default:
-			buf.WriteString(`\u00`)
-			buf.WriteByte("0123456789abcdef"[c>>4])
-			buf.WriteByte("0123456789abcdef"[c&0xf])
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 		}
 		start = i + 1
 	}
-	buf.WriteString(s[start:])
-	buf.WriteByte('"')
-	return nil
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // FormatNumber prints f as ECMAScript's Number.prototype.toString does,
@@ -275,64 +278,66 @@ var GenesisHash = strings.Repeat("0", 64)
 // RFC 8785 form of a JSON object holding every field of the event except
 // prev_hash and hash, times in TimeFormat. See docs/CHAIN.md.
 func Canonical(e *Event) []byte {
-	var buf bytes.Buffer
-	buf.Grow(512 + len(e.Metadata) + len(e.UserAgent))
+	return appendCanonicalEvent(make([]byte, 0, 512+len(e.Metadata)+len(e.UserAgent)), e)
+}
+
+// appendCanonicalEvent appends Canonical(e) to dst, its members written in
+// RFC 8785 order (ASCII names, sorted). Times and the id need no escaping.
+func appendCanonicalEvent(dst []byte, e *Event) []byte {
 	meta := e.Metadata
 	if len(meta) == 0 {
 		meta = CanonicalJSON("{}")
 	}
-	// Member names below are already in RFC 8785 order (ASCII, sorted).
-	fields := []struct {
-		name string
-		str  string
-		raw  []byte
-	}{
-		{name: "action", str: e.Action},
-		{name: "actor_id", str: e.ActorID},
-		{name: "actor_type", str: e.ActorType},
-		{name: "id", str: e.ID.String()},
-		{name: "ip_address", str: e.IPAddress},
-		{name: "metadata", raw: meta},
-		{name: "occurred_at", str: FormatTime(e.OccurredAt)},
-		{name: "outcome", str: e.Outcome},
-		{name: "recorded_at", str: FormatTime(e.RecordedAt)},
-		{name: "request_id", str: e.RequestID},
-		{name: "resource_id", str: e.ResourceID},
-		{name: "resource_type", str: e.ResourceType},
-		{name: "seq", raw: []byte(strconv.FormatInt(e.Seq, 10))},
-		{name: "severity", str: e.Severity},
-		{name: "source", str: e.Source},
-		{name: "source_account_id", str: e.SourceAccountID},
-		{name: "user_agent", str: e.UserAgent},
-	}
-	buf.WriteByte('{')
-	for i, f := range fields {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		writeString(&buf, f.name)
-		buf.WriteByte(':')
-		if f.raw != nil {
-			buf.Write(f.raw)
-		} else {
-			writeString(&buf, f.str) // validated input holds no NUL
-		}
-	}
-	buf.WriteByte('}')
-	return buf.Bytes()
+	dst = append(dst, `{"action":`...)
+	dst = appendCanonicalString(dst, e.Action)
+	dst = append(dst, `,"actor_id":`...)
+	dst = appendCanonicalString(dst, e.ActorID)
+	dst = append(dst, `,"actor_type":`...)
+	dst = appendCanonicalString(dst, e.ActorType)
+	dst = append(dst, `,"id":"`...)
+	dst = appendUUID(dst, e.ID)
+	dst = append(dst, `","ip_address":`...)
+	dst = appendCanonicalString(dst, e.IPAddress)
+	dst = append(dst, `,"metadata":`...)
+	dst = append(dst, meta...)
+	dst = append(dst, `,"occurred_at":"`...)
+	dst = e.OccurredAt.UTC().AppendFormat(dst, TimeFormat)
+	dst = append(dst, `","outcome":`...)
+	dst = appendCanonicalString(dst, e.Outcome)
+	dst = append(dst, `,"recorded_at":"`...)
+	dst = e.RecordedAt.UTC().AppendFormat(dst, TimeFormat)
+	dst = append(dst, `","request_id":`...)
+	dst = appendCanonicalString(dst, e.RequestID)
+	dst = append(dst, `,"resource_id":`...)
+	dst = appendCanonicalString(dst, e.ResourceID)
+	dst = append(dst, `,"resource_type":`...)
+	dst = appendCanonicalString(dst, e.ResourceType)
+	dst = append(dst, `,"seq":`...)
+	dst = strconv.AppendInt(dst, e.Seq, 10)
+	dst = append(dst, `,"severity":`...)
+	dst = appendCanonicalString(dst, e.Severity)
+	dst = append(dst, `,"source":`...)
+	dst = appendCanonicalString(dst, e.Source)
+	dst = append(dst, `,"source_account_id":`...)
+	dst = appendCanonicalString(dst, e.SourceAccountID)
+	dst = append(dst, `,"user_agent":`...)
+	dst = appendCanonicalString(dst, e.UserAgent) // validated input holds no NUL
+	return append(dst, '}')
 }
 
 // ComputeHash returns hex(SHA-256(prev || Canonical(e))) where prev is the 32
 // bytes that prevHash (hex) names.
 func ComputeHash(prevHash string, e *Event) (string, error) {
-	prev, err := hex.DecodeString(prevHash)
-	if err != nil || len(prev) != sha256.Size {
+	// One buffer: prev's 32 bytes, then the canonical encoding.
+	b := make([]byte, sha256.Size, sha256.Size+512+len(e.Metadata)+len(e.UserAgent))
+	if len(prevHash) != 2*sha256.Size {
 		return "", errors.New("prev_hash is not 64 hex digits")
 	}
-	h := sha256.New()
-	h.Write(prev)
-	h.Write(Canonical(e))
-	return hex.EncodeToString(h.Sum(nil)), nil
+	if _, err := hex.Decode(b, []byte(prevHash)); err != nil {
+		return "", errors.New("prev_hash is not 64 hex digits")
+	}
+	sum := sha256.Sum256(appendCanonicalEvent(b, e))
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // Link places e after the event whose seq and hash are given: it sets Seq,
