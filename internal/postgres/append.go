@@ -371,13 +371,14 @@ func (r *linkedRows) rollups() []pipeStatement {
 func linkRows(account string, items []*audit.AppendItem, h chainHead) (*linkedRows, error) {
 	n := len(items)
 	var (
-		ids, actorIDs, actorTypes, actions, resTypes, resIDs = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		outcomes, severities, ips, agents, requestIDs, srcs  = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		metas, prevs, hashes                                 = make([]string, n), make([]string, n), make([]string, n)
-		seqs                                                 = make([]int64, n)
-		occurred, recorded                                   = make([]time.Time, n), make([]time.Time, n)
-		keyNames, keyPrints, keyIDs                          []string
-		keyTimes                                             []time.Time
+		ids                                                 = make([]uuid.UUID, n)
+		actorIDs, actorTypes, actions, resTypes, resIDs     = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		outcomes, severities, ips, agents, requestIDs, srcs = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		metas, prevs, hashes                                = make([]string, n), make([]string, n), make([]string, n)
+		seqs                                                = make([]int64, n)
+		occurred, recorded                                  = make([]time.Time, n), make([]time.Time, n)
+		keyNames, keyPrints, keyIDs                         []string
+		keyTimes                                            []time.Time
 	)
 	seq, hash := h.seq, h.hash
 	dims, hours, actors := map[statsDims]int64{}, map[time.Time]int64{}, map[string]bool{}
@@ -392,7 +393,7 @@ func linkRows(account string, items []*audit.AppendItem, h chainHead) (*linkedRo
 			return nil, err
 		}
 		seq, hash = e.Seq, e.Hash
-		ids[i], seqs[i], occurred[i], recorded[i] = e.ID.String(), e.Seq, e.OccurredAt, e.RecordedAt
+		ids[i], seqs[i], occurred[i], recorded[i] = e.ID, e.Seq, e.OccurredAt, e.RecordedAt
 		actorIDs[i], actorTypes[i], actions[i] = e.ActorID, e.ActorType, e.Action
 		resTypes[i], resIDs[i], outcomes[i], severities[i] = e.ResourceType, e.ResourceID, e.Outcome, e.Severity
 		ips[i], agents[i], requestIDs[i], srcs[i] = e.IPAddress, e.UserAgent, e.RequestID, e.Source

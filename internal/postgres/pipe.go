@@ -2,12 +2,14 @@ package postgres
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -374,15 +376,20 @@ func (c *pipeConn) encode(m *pgtype.Map, stmts []pipeStatement, buf []byte, sync
 		bind := pgproto3.Bind{PreparedStatement: sd.Name, ParameterFormatCodes: make([]int16, len(st.args)),
 			Parameters: make([][]byte, len(st.args))}
 		for i, arg := range st.args {
-			// Binary where the value has a binary encoding, as pgx chooses.
 			oid := sd.ParamOIDs[i]
+			start := len(vals)
+			if out, ok := appendArray(vals, oid, arg); ok {
+				vals = out
+				bind.ParameterFormatCodes[i], bind.Parameters[i] = pgtype.BinaryFormatCode, vals[start:len(vals):len(vals)]
+				continue
+			}
+			// Binary where the value has a binary encoding, as pgx chooses.
 			format := int16(pgtype.TextFormatCode)
 			if m.PlanEncode(oid, pgtype.BinaryFormatCode, arg) != nil {
 				format = pgtype.BinaryFormatCode
 			}
 			// Encode appends to a non-nil buffer, and returns nil only for
 			// NULL. Earlier values keep the array they were written to.
-			start := len(vals)
 			if vals, err = m.Encode(oid, format, arg, vals); err != nil {
 				// Not err itself: it quotes the value, which may be an
 				// event's text.
@@ -419,4 +426,69 @@ func (p *pipeline) close() {
 			p.conns[i] = nil
 		}
 	}
+}
+
+// appendArray appends arg in PostgreSQL's binary array format, as pgx
+// encodes it, when arg is a non-empty column of a batch (text, json, uuid,
+// int8 or timestamptz elements); ok false leaves it to pgx. pgx reaches
+// each element through reflection, and that was 15 % of the service's CPU
+// under 1000-event batches. TestAppendArray holds the bytes to pgx's.
+func appendArray(buf []byte, oid uint32, arg any) (_ []byte, ok bool) {
+	// header: one dimension, no NULLs, the element type, n elements from 1.
+	header := func(elem uint32, n int) []byte {
+		buf = binary.BigEndian.AppendUint32(buf, 1)
+		buf = binary.BigEndian.AppendUint32(buf, 0)
+		buf = binary.BigEndian.AppendUint32(buf, elem)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(n))
+		return binary.BigEndian.AppendUint32(buf, 1)
+	}
+	switch v := arg.(type) {
+	case []string:
+		elem := uint32(pgtype.TextOID)
+		switch {
+		case len(v) == 0:
+			return buf, false
+		case oid == pgtype.JSONArrayOID:
+			elem = pgtype.JSONOID // json's binary form is its text
+		case oid != pgtype.TextArrayOID:
+			return buf, false
+		}
+		buf = header(elem, len(v))
+		for _, s := range v {
+			buf = binary.BigEndian.AppendUint32(buf, uint32(len(s)))
+			buf = append(buf, s...)
+		}
+	case []uuid.UUID:
+		if len(v) == 0 || oid != pgtype.UUIDArrayOID {
+			return buf, false
+		}
+		buf = header(pgtype.UUIDOID, len(v))
+		for _, id := range v {
+			buf = binary.BigEndian.AppendUint32(buf, 16)
+			buf = append(buf, id[:]...)
+		}
+	case []int64:
+		if len(v) == 0 || oid != pgtype.Int8ArrayOID {
+			return buf, false
+		}
+		buf = header(pgtype.Int8OID, len(v))
+		for _, n := range v {
+			buf = binary.BigEndian.AppendUint32(buf, 8)
+			buf = binary.BigEndian.AppendUint64(buf, uint64(n))
+		}
+	case []time.Time:
+		if len(v) == 0 || oid != pgtype.TimestamptzArrayOID {
+			return buf, false
+		}
+		buf = header(pgtype.TimestamptzOID, len(v))
+		for _, t := range v {
+			// Microseconds since 2000-01-01 UTC.
+			micros := t.Unix()*1_000_000 + int64(t.Nanosecond())/1000 - 946_684_800_000_000
+			buf = binary.BigEndian.AppendUint32(buf, 8)
+			buf = binary.BigEndian.AppendUint64(buf, uint64(micros))
+		}
+	default:
+		return buf, false
+	}
+	return buf, true
 }
