@@ -311,11 +311,12 @@ func (m *Main) Run(ctx context.Context) error {
 		m.metrics.Register(m.pg.PoolCollector())
 	}
 	notifier := notify.New() // wakes the live tails after each commit
-	// PostgreSQL's store pipelines batches (internal/postgres/pipe.go): two
-	// in flight keep its connection busy while the next one is linked.
+	// PostgreSQL's store pipelines batches on two connections
+	// (internal/postgres/pipe.go): a third batch in flight is linked and
+	// written while the two before run, so neither backend waits for it.
 	inFlight := 1
 	if m.pg != nil {
-		inFlight = 2
+		inFlight = 3
 	}
 	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, InFlight: inFlight, OnCommit: func(items []*audit.AppendItem, d time.Duration, err error) {
 		m.metrics.ObserveCommit(items, d, err)
