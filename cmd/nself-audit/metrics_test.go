@@ -25,6 +25,9 @@ func TestMetrics(t *testing.T) {
 		s.do("POST", "/api/v1/events/batch", pluginHeaders("globex"), batchBody(4, ""))
 		s.get("/api/v1/events?limit=2", pluginHeaders("acme"))
 		s.do("GET", "/api/v1/nowhere", pluginHeaders("acme"), "")
+		if r := s.do("GET", "/api/v1/events/batch", pluginHeaders("acme"), ""); r.status != 405 {
+			t.Fatalf("GET of the batch route: %d, want 405", r.status)
+		}
 		r := s.do("GET", "/metrics", pluginHeaders(""), "")
 		if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") {
 			t.Fatalf("metrics: %d %s", r.status, r.header.Get("Content-Type"))
@@ -34,6 +37,7 @@ func TestMetrics(t *testing.T) {
 			`nself_audit_http_requests_total{method="POST",route="POST /api/v1/events",status="201"} 3`,
 			`nself_audit_http_requests_total{method="GET",route="GET /api/v1/events",status="200"} 1`,
 			`nself_audit_http_requests_total{method="GET",route="unmatched",status="404"} 1`,
+			`nself_audit_http_requests_total{method="GET",route="POST /api/v1/events/batch",status="405"} 1`,
 			`nself_audit_http_request_duration_seconds_bucket{method="POST",route="POST /api/v1/events/batch",le="+Inf"} 1`,
 			`nself_audit_events_written_total{account="acme"} 3`,
 			`nself_audit_events_written_total{account="globex"} 4`,
@@ -53,6 +57,9 @@ func TestMetrics(t *testing.T) {
 		}
 		if store == "postgres" && !strings.Contains(text, "nself_audit_db_pool_max_connections") {
 			t.Error("no database pool metrics")
+		}
+		if strings.Contains(text, `route="GET /api/v1/events/{id}",status="405"`) {
+			t.Error("the GET of the batch route counted as an event's GET")
 		}
 		for _, line := range strings.Split(text, "\n") {
 			if line == "" || strings.HasPrefix(line, "#") {

@@ -85,8 +85,14 @@ func (s *Server) withLogAndRecover(next http.Handler) http.Handler {
 					"duration_ms", elapsed.Milliseconds(), "request_id", requestID(r))
 			}
 			if s.metrics != nil {
-				// r.Pattern is set by the mux on this very request.
-				s.metrics.ObserveRequest(r.Pattern, r.Method, rec.status, elapsed)
+				// r.Pattern is set by the mux on this very request. The
+				// batch route's path is an event's too to the mux (GET
+				// /api/v1/events/{id}); it counts under the batch route.
+				route := r.Pattern
+				if r.URL.Path == batchPath {
+					route = batchRoute
+				}
+				s.metrics.ObserveRequest(route, r.Method, rec.status, elapsed)
 			}
 		}()
 		next.ServeHTTP(rec, r)

@@ -127,7 +127,7 @@ func (s *Server) routes() *routeMux {
 
 	api := func(h http.HandlerFunc) http.Handler { return s.authenticated(h) }
 	mux.Handle("POST /api/v1/events", api(s.handleCreateEvent))
-	mux.Handle("POST "+batchPath, api(s.handleCreateBatch))
+	mux.Handle(batchRoute, api(s.handleCreateBatch))
 	mux.Handle("GET /api/v1/events", api(s.handleListEvents))
 	mux.Handle("GET /api/v1/events/{id}", api(s.handleGetEvent))
 	mux.Handle("GET /api/v1/actors/{actor_id}/events", api(s.handleActorEvents))
@@ -160,6 +160,9 @@ func (s *Server) routes() *routeMux {
 // path, GET /api/v1/events/{id}: a GET of it reaches handleGetEvent, which
 // answers 405 as the mux does for the other methods, with Allow: POST.
 const batchPath = "/api/v1/events/batch"
+
+// batchRoute is the batch route's pattern, and its metrics label.
+const batchRoute = "POST " + batchPath
 
 // routeMux is a ServeMux that remembers the patterns registered on it.
 type routeMux struct {
