@@ -288,41 +288,28 @@ func appendCanonicalEvent(dst []byte, e *Event) []byte {
 	if len(meta) == 0 {
 		meta = CanonicalJSON("{}")
 	}
-	dst = append(dst, `{"action":`...)
-	dst = appendCanonicalString(dst, e.Action)
-	dst = append(dst, `,"actor_id":`...)
-	dst = appendCanonicalString(dst, e.ActorID)
-	dst = append(dst, `,"actor_type":`...)
-	dst = appendCanonicalString(dst, e.ActorType)
-	dst = append(dst, `,"id":"`...)
-	dst = appendUUID(dst, e.ID)
-	dst = append(dst, `","ip_address":`...)
-	dst = appendCanonicalString(dst, e.IPAddress)
-	dst = append(dst, `,"metadata":`...)
-	dst = append(dst, meta...)
-	dst = append(dst, `,"occurred_at":"`...)
-	dst = e.OccurredAt.UTC().AppendFormat(dst, TimeFormat)
-	dst = append(dst, `","outcome":`...)
-	dst = appendCanonicalString(dst, e.Outcome)
-	dst = append(dst, `,"recorded_at":"`...)
-	dst = e.RecordedAt.UTC().AppendFormat(dst, TimeFormat)
-	dst = append(dst, `","request_id":`...)
-	dst = appendCanonicalString(dst, e.RequestID)
-	dst = append(dst, `,"resource_id":`...)
-	dst = appendCanonicalString(dst, e.ResourceID)
-	dst = append(dst, `,"resource_type":`...)
-	dst = appendCanonicalString(dst, e.ResourceType)
-	dst = append(dst, `,"seq":`...)
-	dst = strconv.AppendInt(dst, e.Seq, 10)
-	dst = append(dst, `,"severity":`...)
-	dst = appendCanonicalString(dst, e.Severity)
-	dst = append(dst, `,"source":`...)
-	dst = appendCanonicalString(dst, e.Source)
-	dst = append(dst, `,"source_account_id":`...)
-	dst = appendCanonicalString(dst, e.SourceAccountID)
-	dst = append(dst, `,"user_agent":`...)
-	dst = appendCanonicalString(dst, e.UserAgent) // validated input holds no NUL
+	dst = appendMembers(dst, `{"action":`, e.Action, `,"actor_id":`, e.ActorID, `,"actor_type":`, e.ActorType)
+	dst = appendUUID(append(dst, `,"id":"`...), e.ID)
+	dst = appendMembers(dst, `","ip_address":`, e.IPAddress)
+	dst = append(append(dst, `,"metadata":`...), meta...)
+	dst = e.OccurredAt.UTC().AppendFormat(append(dst, `,"occurred_at":"`...), TimeFormat)
+	dst = appendMembers(dst, `","outcome":`, e.Outcome)
+	dst = e.RecordedAt.UTC().AppendFormat(append(dst, `,"recorded_at":"`...), TimeFormat)
+	dst = appendMembers(dst, `","request_id":`, e.RequestID, `,"resource_id":`, e.ResourceID,
+		`,"resource_type":`, e.ResourceType)
+	dst = strconv.AppendInt(append(dst, `,"seq":`...), e.Seq, 10)
+	dst = appendMembers(dst, `,"severity":`, e.Severity, `,"source":`, e.Source,
+		`,"source_account_id":`, e.SourceAccountID, `,"user_agent":`, e.UserAgent) // validated input holds no NUL
 	return append(dst, '}')
+}
+
+// appendMembers appends pairs of a member's name (with the punctuation
+// before its value) and its string value, escaped as RFC 8785 says.
+func appendMembers(dst []byte, pairs ...string) []byte {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		dst = appendCanonicalString(append(dst, pairs[i]...), pairs[i+1])
+	}
+	return dst
 }
 
 // ComputeHash returns hex(SHA-256(prev || Canonical(e))) where prev is the 32

@@ -50,16 +50,23 @@ var serverFields = map[string]string{
 // wrong types, trailing data and NUL bytes are EINVALID errors that name the
 // field.
 func DecodeEventInput(r io.Reader) (*EventInput, error) {
+	return decodeBody(r, decodeEventFast, decodeEventStrict)
+}
+
+// decodeBody reads a body whole and decodes it with fast, a one-pass
+// decoder of its plainest form, or, when fast declines, with strict
+// (encoding/json), which names what is wrong.
+func decodeBody[T any](r io.Reader, fast func([]byte) (T, bool), strict func(io.Reader) (T, error)) (T, error) {
 	body, err := io.ReadAll(r)
 	if err != nil {
 		// The size limit, or a broken body: decode what was read, then the
 		// error, as the reader gave them.
-		return decodeEventStrict(io.MultiReader(bytes.NewReader(body), errReader{err}))
+		return strict(io.MultiReader(bytes.NewReader(body), errReader{err}))
 	}
-	if in, ok := decodeEventFast(body); ok {
-		return in, nil
+	if v, ok := fast(body); ok {
+		return v, nil
 	}
-	return decodeEventStrict(bytes.NewReader(body))
+	return strict(bytes.NewReader(body))
 }
 
 type errReader struct{ err error }
@@ -462,15 +469,7 @@ const MaxBatch = 1000
 // strictly as DecodeEventInput; an error names the index of the event at
 // fault.
 func DecodeBatch(r io.Reader) ([]*EventInput, error) {
-	body, err := io.ReadAll(r)
-	if err != nil {
-		// The size limit, or a broken body: as in DecodeEventInput.
-		return decodeBatchStrict(io.MultiReader(bytes.NewReader(body), errReader{err}))
-	}
-	if ins, ok := decodeBatchFast(body); ok {
-		return ins, nil
-	}
-	return decodeBatchStrict(bytes.NewReader(body))
+	return decodeBody(r, decodeBatchFast, decodeBatchStrict)
 }
 
 // decodeBatchStrict is DecodeBatch through encoding/json, which names what
