@@ -32,20 +32,27 @@ var (
 // TestDecodeEventFast: the one-pass decoder takes the plain bodies, with
 // encoding/json's result, and leaves the others to it.
 func TestDecodeEventFast(t *testing.T) {
-	for _, body := range fastBodies {
-		in, ok := decodeEventFast([]byte(body))
+	fastTakes(t, fastBodies, slowBodies, decodeEventFast, decodeEventStrict)
+}
+
+// fastTakes checks that fast takes each of plain with strict's result, and
+// declines each of others.
+func fastTakes[T any](t *testing.T, plain, others []string, fast func([]byte) (T, bool), strict func(io.Reader) (T, error)) {
+	t.Helper()
+	for _, body := range plain {
+		v, ok := fast([]byte(body))
 		if !ok {
-			t.Errorf("fast decoder refused %q", body)
+			t.Errorf("fast decoder refused %.80q", body)
 			continue
 		}
-		want, err := decodeEventStrict(strings.NewReader(body))
-		if err != nil || !reflect.DeepEqual(in, want) {
-			t.Errorf("%q: fast %+v; encoding/json %+v (%v)", body, in, want, err)
+		want, err := strict(strings.NewReader(body))
+		if err != nil || !reflect.DeepEqual(v, want) {
+			t.Errorf("%.80q: fast %+v; encoding/json %+v (%v)", body, v, want, err)
 		}
 	}
-	for _, body := range slowBodies {
-		if in, ok := decodeEventFast([]byte(body)); ok {
-			t.Errorf("fast decoder took %q: %+v", body, in)
+	for _, body := range others {
+		if v, ok := fast([]byte(body)); ok {
+			t.Errorf("fast decoder took %.80q: %+v", body, v)
 		}
 	}
 }
@@ -153,22 +160,7 @@ var (
 // of MaxBatch events is taken.
 func TestDecodeBatchFast(t *testing.T) {
 	full := `{"events":[` + strings.Repeat(`{"action":"a.b"},`, MaxBatch-1) + `{"action":"a.b"}]}`
-	for _, body := range append([]string{full}, fastBatches...) {
-		ins, ok := decodeBatchFast([]byte(body))
-		if !ok {
-			t.Errorf("fast batch decoder refused %.80q", body)
-			continue
-		}
-		want, err := decodeBatchStrict(strings.NewReader(body))
-		if err != nil || !reflect.DeepEqual(ins, want) {
-			t.Errorf("%.80q: fast %d events; encoding/json %d (%v)", body, len(ins), len(want), err)
-		}
-	}
-	for _, body := range slowBatches {
-		if ins, ok := decodeBatchFast([]byte(body)); ok {
-			t.Errorf("fast batch decoder took %.80q: %d events", body, len(ins))
-		}
-	}
+	fastTakes(t, append([]string{full}, fastBatches...), slowBatches, decodeBatchFast, decodeBatchStrict)
 }
 
 // FuzzDecodeBatchFast: whenever the one-pass batch decoder takes a body,
