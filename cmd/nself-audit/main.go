@@ -312,16 +312,19 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	notifier := notify.New() // wakes the live tails after each commit
 	// PostgreSQL's store pipelines batches on two connections
-	// (internal/postgres/pipe.go): a third batch in flight is linked and
-	// written while the two before run, so neither backend waits for it.
-	inFlight := 1
+	// (internal/postgres/pipe.go): a third large batch in flight is linked
+	// and written while the two before run, so neither backend waits for
+	// it. Small batches run one after another on one connection, and two
+	// in flight keep it busy.
+	inFlight, smallInFlight := 1, 1
 	if m.pg != nil {
-		inFlight = 3
+		inFlight, smallInFlight = 3, 2
 	}
-	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, InFlight: inFlight, OnCommit: func(items []*audit.AppendItem, d time.Duration, err error) {
-		m.metrics.ObserveCommit(items, d, err)
-		notifier.Committed(items, err)
-	}})
+	m.writer = ingest.New(store, ingest.Config{Logger: m.logger, InFlight: inFlight,
+		SmallInFlight: smallInFlight, SmallEvents: postgres.ParallelBatchEvents, OnCommit: func(items []*audit.AppendItem, d time.Duration, err error) {
+			m.metrics.ObserveCommit(items, d, err)
+			notifier.Committed(items, err)
+		}})
 	go m.writer.Run()
 	if m.cfg.CheckpointInterval > 0 { // always from the environment; tests may leave it off
 		cpCtx, stopCP := context.WithCancel(context.Background())

@@ -28,7 +28,16 @@ type Config struct {
 	// flight and pipelines them (PostgreSQL's); a store that takes one
 	// write at a time would only make them wait on each other.
 	InFlight int
-	Logger   *slog.Logger
+	// SmallInFlight, when from 1 to InFlight-1, bounds the batches in
+	// flight, the new one included, when the new batch starts with a
+	// request of fewer than SmallEvents events. PostgreSQL's pipeline runs
+	// small batches one after another on one connection, where a third one
+	// in flight only split the same events into smaller batches, each
+	// paying a transaction's fixed cost again (single POSTs, six A/B pairs:
+	// 8 % fewer with three in flight, BENCHMARKS.md). 0: InFlight.
+	SmallInFlight int
+	SmallEvents   int
+	Logger        *slog.Logger
 	// OnCommit, when set, is told of every batch after its transaction:
 	// the items, the time taken (retries included) and the error.
 	OnCommit func(items []*audit.AppendItem, d time.Duration, err error)
@@ -64,6 +73,9 @@ func New(store audit.Store, cfg Config) *Writer {
 	}
 	if cfg.InFlight <= 0 {
 		cfg.InFlight = 1
+	}
+	if cfg.SmallInFlight <= 0 || cfg.SmallInFlight > cfg.InFlight {
+		cfg.SmallInFlight = cfg.InFlight
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -110,15 +122,34 @@ func (w *Writer) QueueDepth() int { return len(w.reqs) }
 func (w *Writer) Run() {
 	defer close(w.done)
 	// Batches commit in goroutines of their own when more than one may be
-	// in flight; slots bounds them, and Run waits for them before it ends.
+	// in flight; running counts them, and Run waits for them before it ends.
 	var commits sync.WaitGroup
 	defer commits.Wait()
-	// A slot is taken before the batch is gathered, so that a batch takes
-	// everything that queued while the others committed.
-	slots := make(chan struct{}, w.cfg.InFlight)
+	var mu sync.Mutex
+	room := sync.NewCond(&mu) // signalled when a batch ends
+	running := 0
+	// waitRoom waits until at most limit batches run, this one included.
+	waitRoom := func(limit int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for running > limit {
+			room.Wait()
+		}
+	}
+	finish := func() {
+		mu.Lock()
+		running--
+		mu.Unlock()
+		room.Broadcast()
+	}
 	var pending *request // taken from the queue but did not fit the last batch
 	for {
-		slots <- struct{}{}
+		// A batch is counted before it is gathered, so that it takes
+		// everything that queued while the others committed.
+		mu.Lock()
+		running++
+		mu.Unlock()
+		waitRoom(w.cfg.InFlight)
 		var batch []*request
 		if pending != nil {
 			batch, pending = append(batch, pending), nil
@@ -130,6 +161,9 @@ func (w *Writer) Run() {
 			batch = append(batch, req)
 		}
 		n := len(batch[0].items)
+		if n < w.cfg.SmallEvents {
+			waitRoom(w.cfg.SmallInFlight)
+		}
 	fill:
 		for n < w.cfg.MaxBatch {
 			select {
@@ -149,14 +183,14 @@ func (w *Writer) Run() {
 		}
 		if w.cfg.InFlight == 1 {
 			w.commit(batch)
-			<-slots
+			finish()
 			continue
 		}
 		commits.Add(1)
 		go func() {
 			defer commits.Done()
 			w.commit(batch)
-			<-slots
+			finish()
 		}()
 	}
 }

@@ -245,6 +245,42 @@ func TestInFlight(t *testing.T) {
 	}
 }
 
+// TestSmallInFlight: batches that start with a small request are held to
+// SmallInFlight at once, batches of large requests still reach InFlight.
+func TestSmallInFlight(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name     string
+		perWrite int
+		want     int64
+	}{{"small", 1, 2}, {"large", 3, 3}} {
+		t.Run(c.name, func(t *testing.T) {
+			store := &overlapStore{countingStore: countingStore{Store: newStore(t), hold: 15 * time.Millisecond}}
+			w := New(store, Config{MaxBatch: 4, InFlight: 3, SmallInFlight: 2, SmallEvents: 3})
+			go w.Run()
+			defer w.Close(context.Background())
+			var wg sync.WaitGroup
+			for i := range 40 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					items := make([]*audit.AppendItem, c.perWrite)
+					for j := range items {
+						items[j] = item(t, []string{"acme", "globex"}[i%2])
+					}
+					if err := w.Write(context.Background(), items...); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			if peak := store.peak.Load(); peak != c.want {
+				t.Fatalf("at most %d batches committed at once; want %d", peak, c.want)
+			}
+		})
+	}
+}
+
 // overlapStore records how many Appends run at once.
 type overlapStore struct {
 	countingStore

@@ -103,6 +103,11 @@ const (
 	pipeParallelEvents = 256
 )
 
+// ParallelBatchEvents is the least number of events a batch needs to run on
+// the pipeline's other connection, beside the batch before; smaller batches
+// run one after another on one connection.
+const ParallelBatchEvents = pipeParallelEvents
+
 // pipeTailWait bounds how long a batch's tail waits for the batch before.
 // Past it the tail goes anyway, and advance_chain_head decides: it waits on
 // the head row if the batch before holds it, else raises NSA01 and the batch
