@@ -278,8 +278,11 @@ var GenesisHash = strings.Repeat("0", 64)
 // RFC 8785 form of a JSON object holding every field of the event except
 // prev_hash and hash, times in TimeFormat. See docs/CHAIN.md.
 func Canonical(e *Event) []byte {
-	return appendCanonicalEvent(make([]byte, 0, 512+len(e.Metadata)+len(e.UserAgent)), e)
+	return appendCanonicalEvent(make([]byte, 0, canonicalSizeHint(e)), e)
 }
+
+// canonicalSizeHint is room enough for Canonical(e) in most events.
+func canonicalSizeHint(e *Event) int { return 512 + len(e.Metadata) + len(e.UserAgent) }
 
 // appendCanonicalEvent appends Canonical(e) to dst, its members written in
 // RFC 8785 order (ASCII names, sorted). Times and the id need no escaping.
@@ -316,7 +319,7 @@ func appendMembers(dst []byte, pairs ...string) []byte {
 // bytes that prevHash (hex) names.
 func ComputeHash(prevHash string, e *Event) (string, error) {
 	// One buffer: prev's 32 bytes, then the canonical encoding.
-	b := make([]byte, sha256.Size, sha256.Size+512+len(e.Metadata)+len(e.UserAgent))
+	b := make([]byte, sha256.Size, sha256.Size+canonicalSizeHint(e))
 	if len(prevHash) != 2*sha256.Size {
 		return "", errors.New("prev_hash is not 64 hex digits")
 	}

@@ -90,7 +90,7 @@ type pipeCall struct {
 const pipeDepth = 64
 
 // pipeConns is the number of pipeline connections. A batch of at least
-// pipeParallelEvents events goes to the connection the last batch did not,
+// ParallelBatchEvents events goes to the connection the last batch did not,
 // so that the inserts of the two run at once on two backends; a smaller one
 // follows the last batch on its connection, where the backend runs them one
 // after the other with no wait between (the single-event POSTs' batches,
@@ -98,15 +98,12 @@ const pipeDepth = 64
 // when every other one waited for the one before). One backend inserting
 // 1000-event batches ran at 94 % of a core, its time mostly in index
 // inserts, while the service waited on it.
-const (
-	pipeConns          = 2
-	pipeParallelEvents = 256
-)
+const pipeConns = 2
 
 // ParallelBatchEvents is the least number of events a batch needs to run on
 // the pipeline's other connection, beside the batch before; smaller batches
 // run one after another on one connection.
-const ParallelBatchEvents = pipeParallelEvents
+const ParallelBatchEvents = 256
 
 // pipeTailWait bounds how long a batch's tail waits for the batch before.
 // Past it the tail goes anyway, and advance_chain_head decides: it waits on
@@ -234,7 +231,7 @@ func (p *pipeline) send(ctx context.Context, accounts []string, events int,
 		return nil, true, err
 	}
 	i := p.at
-	if events >= pipeParallelEvents && p.last != nil {
+	if events >= ParallelBatchEvents && p.last != nil {
 		i = (i + 1) % pipeConns
 	}
 	c, err := p.connAt(ctx, i)
@@ -487,10 +484,8 @@ func appendArray(buf []byte, oid uint32, arg any) (_ []byte, ok bool) {
 		}
 		buf = header(pgtype.TimestamptzOID, len(v))
 		for _, t := range v {
-			// Microseconds since 2000-01-01 UTC.
-			micros := t.Unix()*1_000_000 + int64(t.Nanosecond())/1000 - 946_684_800_000_000
 			buf = binary.BigEndian.AppendUint32(buf, 8)
-			buf = binary.BigEndian.AppendUint64(buf, uint64(micros))
+			buf = binary.BigEndian.AppendUint64(buf, uint64(t.UnixMicro()-pgEpochMicros)) // pgTime's inverse
 		}
 	default:
 		return buf, false

@@ -1302,7 +1302,7 @@ func TestPipelineLargeBatchesInParallel(t *testing.T) {
 	s1, s2 := setupTwo(t)
 	ctx := context.Background()
 	appendEvents(t, s1, newEvent(t, "acme", "u0", "doc.read")) // locking path, then the cache is warm
-	const workers, rounds, size = 4, 5, pipeParallelEvents + 10
+	const workers, rounds, size = 4, 5, ParallelBatchEvents + 10
 	tally := newAppendTally(1, (workers+1)*rounds*size)
 	var wg sync.WaitGroup
 	for w := range workers + 1 {
@@ -1375,7 +1375,7 @@ func TestPipelineTailWaitBounded(t *testing.T) {
 	// connections are dialled (preparing their statements needs the tables
 	// the test locks below), and the last batch went to the second.
 	var warm int
-	for _, n := range []int{1, 1, pipeParallelEvents} {
+	for _, n := range []int{1, 1, ParallelBatchEvents} {
 		items := events(n)
 		if err := s.Append(ctx, items); err != nil {
 			t.Fatal(err)
@@ -1428,7 +1428,7 @@ func TestPipelineTailWaitBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	appends := make(chan error, 3)
-	z, p, sBatch := events(pipeParallelEvents), events(3), events(pipeParallelEvents)
+	z, p, sBatch := events(ParallelBatchEvents), events(3), events(ParallelBatchEvents)
 	go func() { appends <- s.Append(ctx, z) }()
 	s.pipe.mu.Lock()
 	warmCall := s.pipe.last
