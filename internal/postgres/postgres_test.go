@@ -1429,10 +1429,10 @@ func TestPipelineTailWaitBounded(t *testing.T) {
 	}
 	appends := make(chan error, 3)
 	z, p, sBatch := events(ParallelBatchEvents), events(3), events(ParallelBatchEvents)
-	go func() { appends <- s.Append(ctx, z) }()
-	s.pipe.mu.Lock()
+	s.pipe.mu.Lock() // before Z starts: read after, it could be Z itself
 	warmCall := s.pipe.last
 	s.pipe.mu.Unlock()
+	go func() { appends <- s.Append(ctx, z) }()
 	zCall := sent(warmCall)
 	waitFor("Z to wait for the rollup table", writerWaitsOnLock, pipeApplicationName)
 	go func() { appends <- s.Append(ctx, p) }() // small: queued behind Z on its connection
