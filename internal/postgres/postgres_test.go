@@ -1219,6 +1219,33 @@ func TestScanEventsRaw(t *testing.T) {
 	}
 }
 
+// TestNoIndexDeduplication: every index of every partition, those the
+// migrations made and those ensure_partitions makes later, has B-tree
+// deduplication off (migration 0014): each index ends with a unique
+// column, so a deduplication pass only ever cost time.
+func TestNoIndexDeduplication(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	if _, err := s.EnsurePartitions(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	var parts, indexes int
+	var with []string
+	if err := su.QueryRow(ctx, `SELECT count(DISTINCT x.indrelid), count(*),
+			coalesce(array_agg(c.relname::text) FILTER (WHERE NOT coalesce('deduplicate_items=off' = ANY (c.reloptions), false)), '{}')
+		FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid JOIN pg_class c ON c.oid = x.indexrelid
+		WHERE i.inhparent = 'np_nself_audit.np_audit_events'::regclass`).Scan(&parts, &indexes, &with); err != nil {
+		t.Fatal(err)
+	}
+	if parts < 6 || indexes < 10*parts {
+		t.Fatalf("%d indexes on %d partitions; want at least 10 on each of 6", indexes, parts)
+	}
+	if len(with) > 0 {
+		t.Fatalf("%d of %d partition indexes deduplicate: %v", len(with), indexes, with)
+	}
+}
+
 // TestResourcePageInIndexOrder reads the plan of a resource page as the
 // service runs it (a generic plan, migration 0013's statistics gathered as
 // autovacuum would): it must read the resource's index in order and stop at
