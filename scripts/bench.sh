@@ -193,7 +193,7 @@ export PGHOST=127.0.0.1 PGPORT=$pgport PGUSER=postgres
 unset PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS
 psql_cmd=(timeout 600 "$bindir/psql" -X -q -v ON_ERROR_STOP=1)
 psql_() { "${psql_cmd[@]}" "$@"; }
-psql_ -d postgres -c "CREATE DATABASE bench_raw" -c "CREATE DATABASE nself_audit"
+psql_ -d postgres -c "CREATE DATABASE bench_raw"
 
 # --- the raw baseline -------------------------------------------------------------
 # The service's columns (migrations/0001_events.sql), a uuid key and the
@@ -319,27 +319,39 @@ log "go build ./cmd/nself-audit"
 wait_for timeout 600 go -C "$repo" build -o "$tmp/nself-audit" ./cmd/nself-audit
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 svcport=$(free_port)
-mkdir -m 700 "$tmp/svc-data"
-log "starting nself-audit on 127.0.0.1:$svcport, database nself_audit"
-env -i PATH="$PATH" HOME="$tmp" \
-	DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/nself_audit?sslmode=disable" \
-	PLUGIN_INTERNAL_SECRET="$secret" NSELF_AUDIT_DATA_DIR="$tmp/svc-data" \
-	HOST=127.0.0.1 PORT="$svcport" LOG_LEVEL=warn \
-	"$tmp/nself-audit" serve >"$tmp/service.log" 2>&1 &
-svc_pid=$!
-ready=0
-for _ in $(seq 1 300); do
-	if ! kill -0 "$svc_pid" 2>/dev/null; then
-		tail -n 20 "$tmp/service.log" >&2
-		die "nself-audit exited at start"
-	fi
-	if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$svcport/ready" 2>/dev/null; then
-		ready=1
-		break
-	fi
-	sleep 0.2
-done
-((ready)) || { tail -n 20 "$tmp/service.log" >&2; die "nself-audit was not ready within 60 s"; }
+# start_service starts nself-audit on a new, empty database nself_audit (and
+# data folder), as the raw phases start on an empty table.
+start_service() {
+	psql_ -d postgres -c "DROP DATABASE IF EXISTS nself_audit" -c "CREATE DATABASE nself_audit"
+	rm -rf "$tmp/svc-data"
+	mkdir -m 700 "$tmp/svc-data"
+	log "starting nself-audit on 127.0.0.1:$svcport, database nself_audit"
+	env -i PATH="$PATH" HOME="$tmp" \
+		DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/nself_audit?sslmode=disable" \
+		PLUGIN_INTERNAL_SECRET="$secret" NSELF_AUDIT_DATA_DIR="$tmp/svc-data" \
+		HOST=127.0.0.1 PORT="$svcport" LOG_LEVEL=warn \
+		"$tmp/nself-audit" serve >"$tmp/service.log" 2>&1 &
+	svc_pid=$!
+	ready=0
+	for _ in $(seq 1 300); do
+		if ! kill -0 "$svc_pid" 2>/dev/null; then
+			tail -n 20 "$tmp/service.log" >&2
+			die "nself-audit exited at start"
+		fi
+		if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$svcport/ready" 2>/dev/null; then
+			ready=1
+			break
+		fi
+		sleep 0.2
+	done
+	((ready)) || { tail -n 20 "$tmp/service.log" >&2; die "nself-audit was not ready within 60 s"; }
+}
+# stop_service stops it and waits for it to exit.
+stop_service() {
+	kill -TERM "$svc_pid" 2>/dev/null || true
+	wait "$svc_pid" 2>/dev/null || true
+	svc_pid=""
+}
 
 # bench MODE ARGS... runs `nself-audit bench` against the service; the JSON
 # summary goes to $tmp/bench-MODE.json. It is killed after bench_timeout s.
@@ -356,7 +368,9 @@ field() { sed -n "s/^ *\"$2\": \\([0-9.]*\\),\\{0,1\\}\$/\\1/p" "$1" | head -n 1
 
 # --- the side-by-side rounds -------------------------------------------------------
 # Each round: raw 8-client INSERTs, then the service's single POSTs; raw
-# COPY, then the service's batches. Every phase starts after a checkpoint.
+# COPY, then the service's batches. Every phase starts after a checkpoint;
+# each round's service starts on an empty database, as each raw phase on an
+# empty table. The last round's service stays up for the phases after.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 num() { awk -v x="$1" 'BEGIN {printf "%.0f", x}'; }
 round_rows=()
@@ -365,7 +379,9 @@ r_batches=()
 single_p99s=()
 svc_single_err=0
 svc_batch_err=0
+rss_peak_kb=0
 for round in $(seq 1 "$BENCH_ROUNDS"); do
+	start_service
 	fresh
 	log "round $round: raw: pgbench single-row INSERT, 8 clients, ${BENCH_SECONDS}s"
 	pgbench_tps "$tmp/insert1.sql" 8 raw_ins8
@@ -390,8 +406,14 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
 	round_rows+=("$(printf '%5s %10s %10s %8s %6s %10s %10s %8s %6s' "$round" \
 		"$(num "$raw_ins8")" "$(num "$svc_single")" "$svc_single_p99" "${r_singles[-1]}" \
 		"$(num "$raw_copy_rate")" "$(num "$svc_batch")" "$svc_batch_p99" "${r_batches[-1]}")")
+	hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$svc_pid/status" 2>/dev/null || echo 0)
+	if ((hwm > rss_peak_kb)); then
+		rss_peak_kb=$hwm
+	fi
+	if ((round < BENCH_ROUNDS)); then
+		stop_service
+	fi
 done
-rss_peak_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$svc_pid/status" 2>/dev/null || echo "")
 
 if ((BENCH_QUERY_EVENTS > 0)); then
 	log "service: loading $BENCH_QUERY_EVENTS events into acct-0 (batch mode)"
@@ -507,7 +529,7 @@ echo
 echo "single: service / raw 8-client INSERT = $r_single, the median of ${r_singles[*]}   (target >= 1.1: $(verdict "$r_single" 1.1); p99 <= 50 ms in every round: $p99_ok)"
 echo "batch:  service batch / raw COPY      = $r_batch, the median of ${r_batches[*]}   (target >= 0.8: $(verdict "$r_batch" 0.8))"
 echo "errors: single $svc_single_err, batch $svc_batch_err"
-if [[ -n $rss_peak_kb ]]; then
+if ((rss_peak_kb > 0)); then
 	echo "service peak resident size (VmHWM) after the ingest runs: $((rss_peak_kb / 1024)) MiB (target <= 150 MB)"
 fi
 if ((BENCH_QUERY_EVENTS > 0)); then
