@@ -1219,17 +1219,25 @@ func TestScanEventsRaw(t *testing.T) {
 	}
 }
 
+// setupMonthsAhead is setup, then ensure_partitions four months ahead, so
+// that partitions made by the migrations and made later are both there.
+func setupMonthsAhead(t *testing.T) (*Store, *pgxpool.Pool) {
+	t.Helper()
+	s, su := setup(t)
+	if _, err := s.EnsurePartitions(context.Background(), 4); err != nil {
+		t.Fatal(err)
+	}
+	return s, su
+}
+
 // TestNoIndexDeduplication: every index of every partition, those the
 // migrations made and those ensure_partitions makes later, has B-tree
 // deduplication off (migration 0014): each index ends with a unique
 // column, so a deduplication pass only ever cost time.
 func TestNoIndexDeduplication(t *testing.T) {
 	t.Parallel()
-	s, su := setup(t)
+	_, su := setupMonthsAhead(t)
 	ctx := context.Background()
-	if _, err := s.EnsurePartitions(ctx, 4); err != nil {
-		t.Fatal(err)
-	}
 	var parts, indexes int
 	var with []string
 	if err := su.QueryRow(ctx, `SELECT count(DISTINCT x.indrelid), count(*),
@@ -1256,13 +1264,10 @@ func TestNoIndexDeduplication(t *testing.T) {
 // resource's every event (1.8 ms against 0.2 ms at 1M events).
 func TestResourcePageInIndexOrder(t *testing.T) {
 	t.Parallel()
-	s, su := setup(t)
-	ctx := context.Background()
 	// Partitions made by the migrations and by ensure_partitions later
 	// (months further ahead) all carry the statistics.
-	if _, err := s.EnsurePartitions(ctx, 4); err != nil {
-		t.Fatal(err)
-	}
+	s, su := setupMonthsAhead(t)
+	ctx := context.Background()
 	var parts, without int
 	if err := su.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
 			SELECT 1 FROM pg_statistic_ext x WHERE x.stxrelid = i.inhrelid AND 'dependencies' = ANY (
