@@ -206,8 +206,11 @@ func (s *Store) Events(ctx context.Context, scope audit.Scope, f audit.Filter) (
 	var n int
 	var evs []*audit.Event
 	sql, args := eventsQuery(scope, f, true)
-	err := s.readPlanned(ctx, scope, perActionPlans(f), func(b *pgx.Batch) {
-		b.Queue(perActionOrderSQL)
+	mode := perActionPlans(f)
+	err := s.readPlanned(ctx, scope, mode, func(b *pgx.Batch) {
+		if mode == genericPlans {
+			b.Queue(perActionOrderSQL)
+		}
 		b.Queue(`SELECT count(*) FROM (SELECT DISTINCT action FROM np_nself_audit.np_audit_stats_dims
 			WHERE source_account_id = $1 AND action >= $2 AND action < $3 LIMIT $4) a`,
 			scope.AccountID, f.ActionPrefix, prefixEnd(f.ActionPrefix), maxPrefixActions+1).
@@ -243,8 +246,9 @@ func perActionPlans(f audit.Filter) string {
 	return customPlans
 }
 
-// perActionOrderSQL runs first in a prefix read action by action. Each
-// action's read is a page of one index range; a generic plan cannot tell
+// perActionOrderSQL runs first in a prefix read action by action under the
+// generic plan. Each action's read is a page of one index range; a generic
+// plan cannot tell
 // which partition holds it, so it chooses between merging the partitions'
 // ranges in order, stopping at the page, and reading them whole and
 // sorting. It counts a time range as a fixed small share of the events,
@@ -256,7 +260,9 @@ func perActionPlans(f audit.Filter) string {
 // maxPrefixActions pages, stays, the only way left. Pricing it out also
 // lifts the plan's cost past JIT compilation's threshold, which cost 140
 // to 500 ms a plan, so JIT is off for the read
-// (TestActionPrefixRangeReadsAPage).
+// (TestActionPrefixRangeReadsAPage). A plan for the values (another filter
+// is set) sees the partition and the rows and is left to choose: a sort
+// may be its best way to combine two filters.
 const perActionOrderSQL = `SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)`
 
 // maxPrefixActions bounds the per-action reads of an action prefix; a
