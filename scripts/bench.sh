@@ -303,14 +303,13 @@ wait_for "${psql_cmd[@]}" -d bench_raw -c "$(printf '%s' "$copy_out" | tr '\n\t'
 # rows per second.
 raw_copy() {
 	fresh
-	local t0 t1 copied copy_seconds
+	local t0 t1 copied
 	t0=$(date +%s%N)
 	wait_for "${psql_cmd[@]}" -d bench_raw -c "\\copy raw_events FROM '$tmp/rows.csv' WITH (FORMAT csv)"
 	t1=$(date +%s%N)
 	copied=$(psql_ -d bench_raw -At -c "SELECT count(*) FROM raw_events")
 	[[ $copied == "$BENCH_COPY_ROWS" ]] || die "COPY stored $copied rows, want $BENCH_COPY_ROWS"
-	copy_seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", (b - a) / 1e9}')
-	printf -v "$1" '%s' "$(awk -v n="$BENCH_COPY_ROWS" -v s="$copy_seconds" 'BEGIN {printf "%.1f", n / s}')"
+	printf -v "$1" '%s' "$(awk -v n="$BENCH_COPY_ROWS" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", n / ((b - a) / 1e9)}')"
 	fresh
 }
 
