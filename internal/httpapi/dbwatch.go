@@ -2,11 +2,14 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nself-org/nself-audit/internal/audit"
+	"github.com/nself-org/nself-audit/internal/ingest"
 )
 
 // A database that stops answering without refusing connections (a frozen
@@ -28,21 +31,26 @@ const (
 // errDatabaseDown answers the writes refused while the database is down.
 var errDatabaseDown = audit.Errorf(audit.EUNAVAILABLE, "the database does not answer; retry later")
 
-// dbState is the watcher's view. up is cancelled when the database is
-// found down, and replaced by a fresh one when it answers again.
+// dbState is the watcher's view: the current period, whose down channel
+// closes when the database is found down; a new period starts when it
+// answers again. Writes read it without a lock.
 type dbState struct {
-	mu     sync.Mutex
-	up     context.Context
-	cancel context.CancelFunc
+	mu  sync.Mutex // serializes set
+	cur atomic.Pointer[upPeriod]
 }
 
-// upContext returns the context of the current period during which the
-// database answers: already done while it is down, nil when nothing
-// watches.
-func (d *dbState) upContext() context.Context {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.up
+type upPeriod struct {
+	down   chan struct{}
+	closed bool // down is closed; read and written under dbState.mu
+}
+
+// downChan returns the channel that closes when the database is found
+// down, already closed while it is down; nil when nothing watches.
+func (d *dbState) downChan() <-chan struct{} {
+	if p := d.cur.Load(); p != nil {
+		return p.down
+	}
+	return nil
 }
 
 // set records whether the database answers and reports whether that is
@@ -50,12 +58,14 @@ func (d *dbState) upContext() context.Context {
 func (d *dbState) set(answers bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	p := d.cur.Load()
 	switch {
-	case answers && (d.up == nil || d.up.Err() != nil):
-		d.up, d.cancel = context.WithCancel(context.Background())
+	case answers && (p == nil || p.closed):
+		d.cur.Store(&upPeriod{down: make(chan struct{})})
 		return true
-	case !answers && d.up != nil && d.up.Err() == nil:
-		d.cancel()
+	case !answers && p != nil && !p.closed:
+		p.closed = true
+		close(p.down)
 		return true
 	}
 	return false
@@ -94,29 +104,23 @@ func (s *Server) WatchDatabase(ctx context.Context) {
 	}
 }
 
-// writeContext is the context a write waits for its commit in: it ends
-// after writeTimeout, when the client leaves, or when the database is found
-// down (its cause is then errDatabaseDown). It is errDatabaseDown at once
-// while the database is down.
-func (s *Server) writeContext(r *http.Request) (context.Context, func(), error) {
-	up := s.db.upContext()
-	if up != nil && up.Err() != nil {
-		return nil, nil, errDatabaseDown
+// write hands items to the writer and waits for their commit: until
+// writeTimeout, until the client leaves, or until the database is found
+// down (errDatabaseDown). It is errDatabaseDown at once while the
+// database is down. The wait builds no context of its own (see
+// ingest.Writer.WriteUntil).
+func (s *Server) write(r *http.Request, items ...*audit.AppendItem) error {
+	down := s.db.downChan()
+	if down != nil {
+		select {
+		case <-down:
+			return errDatabaseDown
+		default:
+		}
 	}
-	ctx, cancelCause := context.WithCancelCause(r.Context())
-	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
-	stop := func() bool { return false }
-	if up != nil {
-		stop = context.AfterFunc(up, func() { cancelCause(errDatabaseDown) })
+	err := s.writer.WriteUntil(r.Context(), down, writeTimeout, items...)
+	if errors.Is(err, ingest.ErrStopped) {
+		return errDatabaseDown
 	}
-	return ctx, func() { stop(); cancel(); cancelCause(nil) }, nil
-}
-
-// writeWaitError answers err of a write that waited in ctx: when the wait was
-// cut because the database was found down, that is the answer.
-func (s *Server) writeWaitError(w http.ResponseWriter, r *http.Request, ctx context.Context, err error) {
-	if context.Cause(ctx) == errDatabaseDown {
-		err = errDatabaseDown
-	}
-	s.writeError(w, r, err)
+	return err
 }

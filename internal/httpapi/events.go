@@ -53,14 +53,8 @@ func (s *Server) handleCreateEvent(w http.ResponseWriter, r *http.Request) {
 // error. conflict, when set, is the message of a key reused for other
 // content.
 func (s *Server) writeItem(w http.ResponseWriter, r *http.Request, item *audit.AppendItem, conflict string) {
-	ctx, done, err := s.writeContext(r)
-	if err != nil {
+	if err := s.write(r, item); err != nil {
 		s.writeError(w, r, err)
-		return
-	}
-	defer done()
-	if err := s.writer.Write(ctx, item); err != nil {
-		s.writeWaitError(w, r, ctx, err)
 		return
 	}
 	if item.Err != nil {
@@ -126,14 +120,8 @@ func (s *Server) handleCreateBatch(w http.ResponseWriter, r *http.Request) {
 			it.Fingerprint, it.Group = fingerprint, key
 		}
 	}
-	ctx, done, err := s.writeContext(r)
-	if err != nil {
+	if err := s.write(r, items...); err != nil {
 		s.writeError(w, r, err)
-		return
-	}
-	defer done()
-	if err := s.writer.Write(ctx, items...); err != nil {
-		s.writeWaitError(w, r, ctx, err)
 		return
 	}
 	body := batchResult{Events: make([]*audit.Event, len(items))}

@@ -19,7 +19,7 @@ import (
 
 // Writer is the write path (ingest.Writer).
 type Writer interface {
-	Write(ctx context.Context, items ...*audit.AppendItem) error
+	WriteUntil(ctx context.Context, stop <-chan struct{}, timeout time.Duration, items ...*audit.AppendItem) error
 }
 
 // Server holds what the handlers need.

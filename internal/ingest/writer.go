@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nself-org/nself-audit/internal/audit"
@@ -58,6 +59,9 @@ type request struct {
 	ctx    context.Context // the caller's: once it ends, nobody waits for the answer
 	items  []*audit.AppendItem
 	result chan error // buffered: the writer never blocks on a gone waiter
+	// gone is set when the caller stopped waiting for another reason than
+	// ctx (WriteUntil's stop or timeout).
+	gone atomic.Bool
 }
 
 // New returns a Writer over store. Start it with go w.Run().
@@ -90,8 +94,27 @@ func New(store audit.Store, cfg Config) *Writer {
 // their batch has not started yet; if it has, they may still be stored,
 // which a retry with the same idempotency key resolves.
 func (w *Writer) Write(ctx context.Context, items ...*audit.AppendItem) error {
+	return w.WriteUntil(ctx, nil, 0, items...)
+}
+
+// ErrStopped is WriteUntil's answer when its stop channel closed first.
+var ErrStopped = errors.New("ingest: the wait for the commit was stopped")
+
+// WriteUntil is Write with two more ends to the wait, for a caller that
+// would otherwise build a context for each write (three contexts cost a
+// single-event POST about 6 µs of CPU, 8 % of the service's): when stop
+// closes it returns ErrStopped, and after timeout (0: none) it returns
+// context.DeadlineExceeded. Either way the items are dropped as for an
+// ended ctx.
+func (w *Writer) WriteUntil(ctx context.Context, stop <-chan struct{}, timeout time.Duration, items ...*audit.AppendItem) error {
 	if len(items) == 0 {
 		return nil
+	}
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
 	}
 	req := &request{ctx: ctx, items: items, result: make(chan error, 1)}
 	w.mu.RLock()
@@ -105,12 +128,24 @@ func (w *Writer) Write(ctx context.Context, items ...*audit.AppendItem) error {
 	case <-ctx.Done():
 		w.mu.RUnlock()
 		return ctx.Err()
+	case <-stop:
+		w.mu.RUnlock()
+		return ErrStopped
+	case <-expired:
+		w.mu.RUnlock()
+		return context.DeadlineExceeded
 	}
 	select {
 	case err := <-req.result:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-stop:
+		req.gone.Store(true)
+		return ErrStopped
+	case <-expired:
+		req.gone.Store(true)
+		return context.DeadlineExceeded
 	}
 }
 
@@ -196,12 +231,17 @@ func (w *Writer) Run() {
 }
 
 func (w *Writer) commit(batch []*request) {
-	// A request whose caller has gone (its ctx ended while it queued) is
-	// answered, not stored: its caller was told it failed.
+	// A request whose caller has gone (its ctx ended, or it stopped
+	// waiting, while it queued) is answered, not stored: its caller was
+	// told it failed.
 	live := batch[:0]
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			r.result <- err
+			continue
+		}
+		if r.gone.Load() {
+			r.result <- ErrStopped
 			continue
 		}
 		live = append(live, r)

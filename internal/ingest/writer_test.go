@@ -176,6 +176,44 @@ func TestWriteHonoursContext(t *testing.T) {
 	}
 }
 
+// TestWriteUntilStopAndTimeout: WriteUntil's stop and timeout end the wait
+// as an ended context does, and the waiting items are then dropped.
+func TestWriteUntilStopAndTimeout(t *testing.T) {
+	t.Parallel()
+	store := &countingStore{Store: newStore(t), hold: 300 * time.Millisecond}
+	w := New(store, Config{})
+	go w.Run()
+	defer w.Close(context.Background())
+	go w.Write(context.Background(), item(t, "acme")) // occupies the writer
+	time.Sleep(20 * time.Millisecond)
+
+	start := time.Now()
+	if err := w.WriteUntil(context.Background(), nil, 50*time.Millisecond, item(t, "acme")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("write with a timeout: %v, want context.DeadlineExceeded", err)
+	}
+	stop := make(chan struct{})
+	time.AfterFunc(30*time.Millisecond, func() { close(stop) })
+	if err := w.WriteUntil(context.Background(), stop, time.Minute, item(t, "acme")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("write with a closed stop: %v, want ErrStopped", err)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Fatalf("the two writes returned after %v; they should not wait for the commit", d)
+	}
+	if err := w.WriteUntil(context.Background(), stop, 0, item(t, "acme")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("write with a stop closed before: %v, want ErrStopped", err)
+	}
+	// Their batch had not started: neither is stored. Only the first is.
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if calls := store.calls(); len(calls) != 1 || calls[0] != 1 {
+		t.Fatalf("appends %v; want one of 1 event (the abandoned writes dropped)", calls)
+	}
+	if n := storetest.VerifyChain(t, store.Store, "acme"); n != 1 {
+		t.Fatalf("%d events stored, want 1", n)
+	}
+}
+
 // flakyStore fails its first Appends with a deadlock, as PostgreSQL may
 // under contention, then behaves.
 type flakyStore struct {
