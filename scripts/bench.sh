@@ -14,10 +14,11 @@
 #    cluster;
 # 4. runs BENCH_ROUNDS rounds, each one the comparisons issue 5 asks for,
 #    back to back: pgbench single-row INSERTs from 8 clients, then
-#    `nself-audit bench` in single mode (64 clients); COPY of
-#    BENCH_COPY_ROWS rows from a CSV file, then batch mode (1000-event
-#    batches). The machine's speed drifts by a sixth within minutes here,
-#    so each ratio is taken within a round, from phases seconds apart;
+#    `nself-audit bench` in single mode (64 clients), then the INSERTs
+#    again; COPY of BENCH_COPY_ROWS rows from a CSV file, then batch mode
+#    (1000-event batches), then the COPY again. The machine's speed drifts
+#    by a sixth within minutes here, so each ratio is taken within a
+#    round, against the mean of the raw phases just before and after;
 # 5. prints every round's rates and ratios, and the median ratios.
 #
 # Environment (all optional):
@@ -40,7 +41,7 @@
 #                               disk and most of an hour here.
 #   BENCH_KEEP=1                keep the temp folder (logs, CSV) at exit
 #
-# A default run takes about three minutes here. No result is asserted: it prints.
+# A default run takes about four minutes here. No result is asserted: it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -366,12 +367,13 @@ bench() {
 field() { sed -n "s/^ *\"$2\": \\([0-9.]*\\),\\{0,1\\}\$/\\1/p" "$1" | head -n 1; }
 
 # --- the side-by-side rounds -------------------------------------------------------
-# Each round: raw 8-client INSERTs, then the service's single POSTs; raw
-# COPY, then the service's batches. Every phase starts after a checkpoint;
+# Each round: raw 8-client INSERTs, the service's single POSTs, the raw
+# INSERTs again; raw COPY, the service's batches, the raw COPY again. Every phase starts after a checkpoint;
 # each round's service starts on an empty database, as each raw phase on an
 # empty table. The last round's service stays up for the phases after.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 num() { awk -v x="$1" 'BEGIN {printf "%.0f", x}'; }
+mean() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", (a + b) / 2}'; }
 round_rows=()
 r_singles=()
 r_batches=()
@@ -383,7 +385,7 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
 	start_service
 	fresh
 	log "round $round: raw: pgbench single-row INSERT, 8 clients, ${BENCH_SECONDS}s"
-	pgbench_tps "$tmp/insert1.sql" 8 raw_ins8
+	pgbench_tps "$tmp/insert1.sql" 8 raw_ins8_before
 	fresh
 	log "round $round: service: nself-audit bench --mode single --concurrency $BENCH_CONCURRENCY --duration ${BENCH_SECONDS}s"
 	bench single --concurrency "$BENCH_CONCURRENCY" --duration "${BENCH_SECONDS}s"
@@ -391,20 +393,30 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
 	svc_single=$(field "$tmp/bench-single-$round.json" events_per_s)
 	svc_single_p99=$(field "$tmp/bench-single-$round.json" p99)
 	svc_single_err=$((svc_single_err + $(field "$tmp/bench-single-$round.json" errors)))
+	fresh
+	log "round $round: raw: pgbench single-row INSERT, 8 clients, ${BENCH_SECONDS}s, again"
+	pgbench_tps "$tmp/insert1.sql" 8 raw_ins8_after
 	log "round $round: raw: COPY $BENCH_COPY_ROWS rows"
-	raw_copy raw_copy_rate
+	raw_copy raw_copy_before
 	log "round $round: service: nself-audit bench --mode batch --batch-size 1000 --concurrency $BENCH_BATCH_CONCURRENCY --duration ${BENCH_SECONDS}s"
 	bench batch --batch-size 1000 --concurrency "$BENCH_BATCH_CONCURRENCY" --duration "${BENCH_SECONDS}s"
 	mv "$tmp/bench-batch.json" "$tmp/bench-batch-$round.json"
 	svc_batch=$(field "$tmp/bench-batch-$round.json" events_per_s)
 	svc_batch_p99=$(field "$tmp/bench-batch-$round.json" p99)
 	svc_batch_err=$((svc_batch_err + $(field "$tmp/bench-batch-$round.json" errors)))
+	log "round $round: raw: COPY $BENCH_COPY_ROWS rows, again"
+	raw_copy raw_copy_after
+	# Each service phase is measured against the mean of the raw phases
+	# just before and just after it, so that a drift of the machine's
+	# speed across the three weighs on both sides alike.
+	raw_ins8=$(mean "$raw_ins8_before" "$raw_ins8_after")
+	raw_copy_rate=$(mean "$raw_copy_before" "$raw_copy_after")
 	r_singles+=("$(ratio "$svc_single" "$raw_ins8")")
 	r_batches+=("$(ratio "$svc_batch" "$raw_copy_rate")")
 	single_p99s+=("$svc_single_p99")
-	round_rows+=("$(printf '%5s %10s %10s %8s %6s %10s %10s %8s %6s' "$round" \
-		"$(num "$raw_ins8")" "$(num "$svc_single")" "$svc_single_p99" "${r_singles[-1]}" \
-		"$(num "$raw_copy_rate")" "$(num "$svc_batch")" "$svc_batch_p99" "${r_batches[-1]}")")
+	round_rows+=("$(printf '%5s %16s %10s %8s %6s %16s %10s %8s %6s' "$round" \
+		"$(num "$raw_ins8_before")/$(num "$raw_ins8_after")" "$(num "$svc_single")" "$svc_single_p99" "${r_singles[-1]}" \
+		"$(num "$raw_copy_before")/$(num "$raw_copy_after")" "$(num "$svc_batch")" "$svc_batch_p99" "${r_batches[-1]}")")
 	hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$svc_pid/status" 2>/dev/null || echo 0)
 	if ((hwm > rss_peak_kb)); then
 		rss_peak_kb=$hwm
@@ -518,9 +530,10 @@ printf '%-58s %12s\n' "once, before the rounds" "rows/s"
 printf '%-58s %12s\n' "raw single-row INSERT, 1 client (pgbench -M prepared)" "$(num "$raw_ins1")"
 printf '%-58s %12s\n' "raw 1000-row INSERT statements, 1 client" "$(num "$raw_batch")"
 echo
-echo "each round, rows/s: raw single-row INSERT, 8 clients (pgbench -M prepared), then the service's"
-echo "POST /api/v1/events, $BENCH_CONCURRENCY clients; raw COPY, then POST /api/v1/events/batch (1000), $BENCH_BATCH_CONCURRENCY clients"
-printf '%5s %10s %10s %8s %6s %10s %10s %8s %6s\n' "round" "INSERT x8" "single" "p99 ms" "ratio" "COPY" "batch" "p99 ms" "ratio"
+echo "each round, rows/s: raw single-row INSERT, 8 clients (pgbench -M prepared), before/after the service's"
+echo "POST /api/v1/events, $BENCH_CONCURRENCY clients; raw COPY, before/after POST /api/v1/events/batch (1000),"
+echo "$BENCH_BATCH_CONCURRENCY clients. Each ratio is the service's rate over the mean of the raw rates before and after it."
+printf '%5s %16s %10s %8s %6s %16s %10s %8s %6s\n' "round" "INSERT x8 b/a" "single" "p99 ms" "ratio" "COPY b/a" "batch" "p99 ms" "ratio"
 for row in "${round_rows[@]}"; do
 	echo "$row"
 done
