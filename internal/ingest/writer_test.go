@@ -149,12 +149,7 @@ func TestCloseCommitsQueued(t *testing.T) {
 
 func TestWriteHonoursContext(t *testing.T) {
 	t.Parallel()
-	store := &countingStore{Store: newStore(t), hold: 300 * time.Millisecond}
-	w := New(store, Config{})
-	go w.Run()
-	defer w.Close(context.Background())
-	go w.Write(context.Background(), item(t, "acme")) // occupies the writer
-	time.Sleep(20 * time.Millisecond)
+	w, store := busyWriter(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -164,12 +159,32 @@ func TestWriteHonoursContext(t *testing.T) {
 	if d := time.Since(start); d > 250*time.Millisecond {
 		t.Fatalf("Write returned after %v; it should not wait for the commit once ctx ends", d)
 	}
-	// Its batch had not started: it is not stored. Only the first is.
+	// Its batch had not started: it is not stored.
+	onlyFirstStored(t, w, store)
+}
+
+// busyWriter returns a writer whose store holds each Append for 300 ms,
+// busy with a first write of one event of acme.
+func busyWriter(t *testing.T) (*Writer, *countingStore) {
+	t.Helper()
+	store := &countingStore{Store: newStore(t), hold: 300 * time.Millisecond}
+	w := New(store, Config{})
+	go w.Run()
+	t.Cleanup(func() { w.Close(context.Background()) })
+	go w.Write(context.Background(), item(t, "acme")) // occupies the writer
+	time.Sleep(20 * time.Millisecond)
+	return w, store
+}
+
+// onlyFirstStored closes w and fails unless busyWriter's first write is
+// all that was stored: the writes given up while it ran were dropped.
+func onlyFirstStored(t *testing.T, w *Writer, store *countingStore) {
+	t.Helper()
 	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if calls := store.calls(); len(calls) != 1 || calls[0] != 1 {
-		t.Fatalf("appends %v; want one of 1 event (the expired write dropped)", calls)
+		t.Fatalf("appends %v; want one of 1 event (the writes given up dropped)", calls)
 	}
 	if n := storetest.VerifyChain(t, store.Store, "acme"); n != 1 {
 		t.Fatalf("%d events stored, want 1", n)
@@ -180,13 +195,7 @@ func TestWriteHonoursContext(t *testing.T) {
 // as an ended context does, and the waiting items are then dropped.
 func TestWriteUntilStopAndTimeout(t *testing.T) {
 	t.Parallel()
-	store := &countingStore{Store: newStore(t), hold: 300 * time.Millisecond}
-	w := New(store, Config{})
-	go w.Run()
-	defer w.Close(context.Background())
-	go w.Write(context.Background(), item(t, "acme")) // occupies the writer
-	time.Sleep(20 * time.Millisecond)
-
+	w, store := busyWriter(t)
 	start := time.Now()
 	if err := w.WriteUntil(context.Background(), nil, 50*time.Millisecond, item(t, "acme")); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("write with a timeout: %v, want context.DeadlineExceeded", err)
@@ -202,16 +211,8 @@ func TestWriteUntilStopAndTimeout(t *testing.T) {
 	if err := w.WriteUntil(context.Background(), stop, 0, item(t, "acme")); !errors.Is(err, ErrStopped) {
 		t.Fatalf("write with a stop closed before: %v, want ErrStopped", err)
 	}
-	// Their batch had not started: neither is stored. Only the first is.
-	if err := w.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if calls := store.calls(); len(calls) != 1 || calls[0] != 1 {
-		t.Fatalf("appends %v; want one of 1 event (the abandoned writes dropped)", calls)
-	}
-	if n := storetest.VerifyChain(t, store.Store, "acme"); n != 1 {
-		t.Fatalf("%d events stored, want 1", n)
-	}
+	// Their batch had not started: none of them is stored.
+	onlyFirstStored(t, w, store)
 }
 
 // flakyStore fails its first Appends with a deadlock, as PostgreSQL may
