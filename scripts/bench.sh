@@ -368,9 +368,10 @@ field() { sed -n "s/^ *\"$2\": \\([0-9.]*\\),\\{0,1\\}\$/\\1/p" "$1" | head -n 1
 
 # --- the side-by-side rounds -------------------------------------------------------
 # Each round: raw 8-client INSERTs, the service's single POSTs, the raw
-# INSERTs again; raw COPY, the service's batches, the raw COPY again. Every phase starts after a checkpoint;
-# each round's service starts on an empty database, as each raw phase on an
-# empty table. The last round's service stays up for the phases after.
+# INSERTs again; raw COPY, the service's batches, the raw COPY again. Every
+# phase starts after a checkpoint; each round's service starts on an empty
+# database, as each raw phase on an empty table. The last round's service
+# stays up for the phases after.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 num() { awk -v x="$1" 'BEGIN {printf "%.0f", x}'; }
 mean() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", (a + b) / 2}'; }

@@ -248,18 +248,17 @@ func perActionPlans(f audit.Filter) string {
 
 // perActionOrderSQL runs first in a prefix read action by action under the
 // generic plan. Each action's read is a page of one index range; a generic
-// plan cannot tell
-// which partition holds it, so it chooses between merging the partitions'
-// ranges in order, stopping at the page, and reading them whole and
-// sorting. It counts a time range as a fixed small share of the events,
-// so for an account of up to about a million events it expected a handful
-// per action and chose to sort: at 300,000 events it read every event of
-// the range (about 3,900 per action) for each page, 60-70 ms a page. With
-// sorting priced out the plan merges and stops at the page, whatever the
-// account's size; the sort of the merged pages above it, at most
-// maxPrefixActions pages, stays, the only way left. Pricing it out also
-// lifts the plan's cost past JIT compilation's threshold, which cost 140
-// to 500 ms a plan, so JIT is off for the read
+// plan cannot tell which partition holds it, so it chooses between merging
+// the partitions' ranges in order, stopping at the page, and reading them
+// whole and sorting. It counts a time range as a fixed small share of the
+// events, so for an account of up to about a million events it expected a
+// handful per action and chose to sort: at 300,000 events it read every
+// event of the range (about 3,900 per action) for each page, 60-70 ms a
+// page. With sorting priced out the plan merges and stops at the page,
+// whatever the account's size; the sort of the merged pages above it, at
+// most maxPrefixActions pages, stays, the only way left. Pricing it out
+// also lifts the plan's cost past JIT compilation's threshold, which cost
+// 140 to 500 ms a plan, so JIT is off for the read
 // (TestActionPrefixRangeReadsAPage). A plan for the values (another filter
 // is set) sees the partition and the rows and is left to choose: a sort
 // may be its best way to combine two filters.
