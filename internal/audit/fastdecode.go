@@ -14,12 +14,14 @@ import (
 // invalid metadata) returns ok false, and the caller decodes the body with
 // encoding/json, which names what is wrong. Decoding was the largest part of
 // a single POST's CPU (17 %); FuzzDecodeEventFast holds this to
-// encoding/json on any input.
+// encoding/json on any input. The string members are cut from one copy of
+// b, one allocation instead of one per member.
 func decodeEventFast(b []byte) (in *EventInput, ok bool) {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, false
 	}
+	text := string(b)
 	in = &EventInput{}
 	var seen uint32
 	i = skipSpace(b, i+1)
@@ -64,9 +66,9 @@ func decodeEventFast(b []byte) (in *EventInput, ok bool) {
 				return nil, false
 			}
 			if field != nil {
-				*field = string(v)
+				*field = text[next-1-len(v) : next-1]
 			} else { // occurred_at
-				t := string(v)
+				t := text[next-1-len(v) : next-1]
 				in.OccurredAt = &t
 			}
 			i = next

@@ -35,6 +35,29 @@ func TestDecodeEventFast(t *testing.T) {
 	fastTakes(t, fastBodies, slowBodies, decodeEventFast, decodeEventStrict)
 }
 
+// TestDecodeEventFastCopiesOnce: the members of a plain event are cut from
+// one copy of the body (four allocations in all for this body: the copy,
+// the EventInput, the metadata and occurred_at's pointer), and none of them
+// shares the caller's bytes.
+func TestDecodeEventFastCopiesOnce(t *testing.T) {
+	body := fastBodies[3]
+	b := []byte(body)
+	if n := testing.AllocsPerRun(100, func() { decodeEventFast(b) }); n > 4 {
+		t.Errorf("decoding %d bytes took %v allocations, want at most 4", len(b), n)
+	}
+	in, ok := decodeEventFast(b)
+	if !ok {
+		t.Fatalf("fast decoder refused %.80q", body)
+	}
+	for i := range b {
+		b[i] = 'x'
+	}
+	want, err := decodeEventStrict(strings.NewReader(body))
+	if err != nil || !reflect.DeepEqual(in, want) {
+		t.Errorf("after the body was overwritten: %+v; want %+v (%v)", in, want, err)
+	}
+}
+
 // fastTakes checks that fast takes each of plain with strict's result, and
 // declines each of others.
 func fastTakes[T any](t *testing.T, plain, others []string, fast func([]byte) (T, bool), strict func(io.Reader) (T, error)) {
