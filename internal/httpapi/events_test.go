@@ -3,6 +3,8 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -51,5 +53,25 @@ func TestEventListJSON(t *testing.T) {
 		if got, _ := (batchResult{l.Events}).MarshalJSON(); !bytes.Equal(append(got, '\n'), want.Bytes()) {
 			t.Fatalf("batchResult.MarshalJSON:\n got %s\nwant %s", got, want.Bytes())
 		}
+	}
+}
+
+// TestWriteJSONHeadersNotShared: writeJSON sets its headers from shared
+// slices; a header added to one answer afterwards must not reach another
+// answer, or the shared values.
+func TestWriteJSONHeadersNotShared(t *testing.T) {
+	a, b := httptest.NewRecorder(), httptest.NewRecorder()
+	writeJSON(a, http.StatusOK, map[string]int{"n": 1})
+	writeJSON(b, http.StatusOK, map[string]int{"n": 2})
+	a.Header().Add("Cache-Control", "private")
+	a.Header().Add("Content-Type", "text/plain")
+	if got := b.Header().Values("Cache-Control"); len(got) != 1 || got[0] != "no-store" {
+		t.Errorf("the other answer's Cache-Control: %q", got)
+	}
+	if got := b.Header().Values("Content-Type"); len(got) != 1 || got[0] != "application/json; charset=utf-8" {
+		t.Errorf("the other answer's Content-Type: %q", got)
+	}
+	if len(noStore) != 1 || noStore[0] != "no-store" || len(jsonContentType) != 1 {
+		t.Errorf("shared values changed: %q %q", noStore, jsonContentType)
 	}
 }

@@ -45,11 +45,19 @@ type errorDetail struct {
 	RequestID string     `json:"request_id,omitempty"`
 }
 
+// Header values every JSON answer carries, set without Header.Set's
+// allocation. A slice of length and capacity 1 is never written through:
+// Header.Add appends to a new array.
+var (
+	jsonContentType = []string{"application/json; charset=utf-8"}
+	noStore         = []string{"no-store"}
+)
+
 // writeJSON writes v with status. Encoding errors can only come from a gone
 // client at this point, so they are not reported.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	h["Content-Type"], h["Cache-Control"] = jsonContentType, noStore
 	// A type that encodes itself (an event) is written as it encodes:
 	// through an Encoder its output would be parsed again to compact it.
 	if m, ok := v.(json.Marshaler); ok {
