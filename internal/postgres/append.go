@@ -107,7 +107,7 @@ func (s *Store) appendFast(ctx context.Context, accounts []string, byAccount map
 				if len(accounts) > 1 {
 					tail = append(tail, pipeStatement{setAccountSQL, []any{account}})
 				}
-				tail = append(tail, pipeStatement{advanceHeadSQL, []any{account, h.seq, h.hash, rows.head.seq, rows.head.hash}})
+				tail = append(tail, pipeStatement{advanceHeadSQL, []any{account, h.seq, h.hash, rows.head.seq, rows.head.hash, rows.head.occurredAt}})
 				// Keys and rollups after the head, whose lock orders them. A
 				// key inserted before it could deadlock with another
 				// process's locking path, which holds the head and inserts
@@ -190,7 +190,7 @@ const (
 	writeScopeSQL = scopeSQL + `, set_config('plan_cache_mode', 'force_generic_plan', true)`
 	// setAccountSQL scopes the statements that follow to another account.
 	setAccountSQL  = `SELECT set_config('app.source_account_id', $1, true)`
-	advanceHeadSQL = `SELECT np_nself_audit.advance_chain_head($1, $2, $3, $4, $5)`
+	advanceHeadSQL = `SELECT np_nself_audit.advance_chain_head($1, $2, $3, $4, $5, $6)`
 )
 
 // fallBack reports whether a fast-path failure is one the locking path
@@ -220,10 +220,14 @@ func restoreItems(items []*audit.AppendItem, saved []savedItem) {
 	}
 }
 
-// chainHead is where an account's chain ends.
+// chainHead is where an account's chain ends. occurredAt is the time of the
+// event it names when the writer knows it (zero when read from the head
+// row): with it, the chain head guard looks the event up in its partition
+// alone (migration 0015).
 type chainHead struct {
-	seq  int64
-	hash string
+	seq        int64
+	hash       string
+	occurredAt time.Time
 }
 
 func appendAccount(ctx context.Context, tx pgx.Tx, account string, items []*audit.AppendItem) (chainHead, error) {
@@ -262,7 +266,8 @@ func appendAccount(ctx context.Context, tx pgx.Tx, account string, items []*audi
 		}
 	}
 	if _, err := tx.Exec(ctx, `UPDATE np_nself_audit.np_audit_chain_heads
-		SET seq = $2, hash = $3, updated_at = now() WHERE source_account_id = $1`, account, rows.head.seq, rows.head.hash); err != nil {
+		SET seq = $2, hash = $3, occurred_at = $4, updated_at = now() WHERE source_account_id = $1`,
+		account, rows.head.seq, rows.head.hash, rows.head.occurredAt); err != nil {
 		return chainHead{}, err
 	}
 	for _, q := range rows.rollups() {
@@ -380,7 +385,7 @@ func linkRows(account string, items []*audit.AppendItem, h chainHead) (*linkedRo
 		keyNames, keyPrints, keyIDs                         []string
 		keyTimes                                            []time.Time
 	)
-	seq, hash := h.seq, h.hash
+	seq, hash, at := h.seq, h.hash, h.occurredAt
 	dims, hours, actors := map[statsDims]int64{}, map[time.Time]int64{}, map[string]bool{}
 	for i, it := range items {
 		e := it.Event
@@ -392,7 +397,7 @@ func linkRows(account string, items []*audit.AppendItem, h chainHead) (*linkedRo
 		if err := audit.Link(e, seq, hash); err != nil {
 			return nil, err
 		}
-		seq, hash = e.Seq, e.Hash
+		seq, hash, at = e.Seq, e.Hash, e.OccurredAt
 		ids[i], seqs[i], occurred[i], recorded[i] = e.ID, e.Seq, e.OccurredAt, e.RecordedAt
 		actorIDs[i], actorTypes[i], actions[i] = e.ActorID, e.ActorType, e.Action
 		resTypes[i], resIDs[i], outcomes[i], severities[i] = e.ResourceType, e.ResourceID, e.Outcome, e.Severity
@@ -408,7 +413,7 @@ func linkRows(account string, items []*audit.AppendItem, h chainHead) (*linkedRo
 	r := &linkedRows{
 		events: []any{account, ids, seqs, occurred, recorded, actorIDs, actorTypes, actions, resTypes, resIDs,
 			outcomes, severities, ips, agents, requestIDs, srcs, metas, prevs, hashes},
-		head:    chainHead{seq, hash},
+		head:    chainHead{seq, hash, at},
 		account: account, dims: dims, hours: hours, actors: actors,
 	}
 	if len(keyNames) > 0 {

@@ -791,34 +791,121 @@ func TestChainGuardPlan(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	// A move to a seq that names no event: the guard looks it up, finds
-	// nothing and refuses the move.
-	_, err = conn.Exec(ctx, advanceHeadSQL, "acme", first.Seq, first.Hash, first.Seq+1, first.Hash)
-	if err == nil || !strings.Contains(err.Error(), "must name a stored event") {
-		t.Fatalf("moving the head to a missing event: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	var guard string
-	for _, p := range plans {
-		if strings.Contains(p, "e.seq = NEW.seq") {
-			guard = p
+	// Moves to a seq that names no event: the guard looks it up, finds
+	// nothing and refuses the move. The first names no time (as binaries
+	// older than migration 0015 move a head), so every partition is looked
+	// in; the second names the event's time, and one partition is.
+	guardPlan := func(move string, args ...any) string {
+		t.Helper()
+		mu.Lock()
+		plans = nil
+		mu.Unlock()
+		_, err := conn.Exec(ctx, move, args...)
+		if err == nil || !strings.Contains(err.Error(), "must name a stored event") {
+			t.Fatalf("moving the head to a missing event: %v", err)
 		}
-	}
-	if guard == "" {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range plans {
+			if strings.Contains(p, "e.seq = NEW.seq") {
+				return p
+			}
+		}
 		t.Fatalf("auto_explain showed no plan of the guard's lookup in %d plans:\n%s", len(plans), strings.Join(plans, "\n"))
+		return ""
 	}
-	seqIndexed := false
-	for _, line := range strings.Split(guard, "\n") {
-		if strings.Contains(line, "Filter:") && strings.Contains(line, "seq =") || strings.Contains(line, "Seq Scan") {
-			t.Errorf("the guard does not find the head by seq in an index: %q in\n%s", strings.TrimSpace(line), guard)
+	everywhere := guardPlan(`SELECT np_nself_audit.advance_chain_head($1, $2, $3, $4, $5)`,
+		"acme", first.Seq, first.Hash, first.Seq+1, first.Hash)
+	// (A time other than the head's: a head whose time does not change is
+	// looked up everywhere, as a move without one.)
+	timed := guardPlan(advanceHeadSQL, "acme", first.Seq, first.Hash, first.Seq+1, first.Hash, first.OccurredAt.Add(time.Second))
+	for _, guard := range []string{everywhere, timed} {
+		seqIndexed := false
+		for _, line := range strings.Split(guard, "\n") {
+			if strings.Contains(line, "Filter:") && strings.Contains(line, "seq =") || strings.Contains(line, "Seq Scan") {
+				t.Errorf("the guard does not find the head by seq in an index: %q in\n%s", strings.TrimSpace(line), guard)
+			}
+			if strings.Contains(line, "Index Cond:") && strings.Contains(line, "seq =") {
+				seqIndexed = true
+			}
 		}
-		if strings.Contains(line, "Index Cond:") && strings.Contains(line, "seq =") {
-			seqIndexed = true
+		if !seqIndexed {
+			t.Errorf("no index condition on seq in the guard's plan:\n%s", guard)
 		}
 	}
-	if !seqIndexed {
-		t.Errorf("no index condition on seq in the guard's plan:\n%s", guard)
+	if n := strings.Count(everywhere, " on np_audit_events_"); n < 2 {
+		t.Errorf("the lookup without a time scans %d partitions; want every one:\n%s", n, everywhere)
+	}
+	if n := strings.Count(timed, " on np_audit_events_"); n != 1 {
+		t.Errorf("the lookup with the event's time scans %d partitions, want 1:\n%s", n, timed)
+	}
+}
+
+// TestChainHeadGuardEventTime: a head that names its event's time must name
+// the time of a stored event with its seq and hash; binaries older than
+// migration 0015, which move a head without a time (the five-argument
+// advance_chain_head, or an UPDATE of seq and hash alone), are checked
+// against every partition as before.
+func TestChainHeadGuardEventTime(t *testing.T) {
+	t.Parallel()
+	s, su := setup(t)
+	ctx := context.Background()
+	appendEvents(t, s, newEvent(t, "acme", "u1", "doc.read"), newEvent(t, "acme", "u1", "doc.read"))
+	var seq int64
+	var hash string
+	if err := su.QueryRow(ctx, `SELECT seq, hash FROM np_nself_audit.np_audit_chain_heads WHERE source_account_id = 'acme'`).Scan(&seq, &hash); err != nil {
+		t.Fatal(err)
+	}
+	at := testNow.Add(-time.Minute).Truncate(time.Microsecond)
+	next := strings.Repeat("b", 64)
+	// Each case stores an event at seq+1 by hand, moves the head to it,
+	// and rolls back.
+	for _, c := range []struct {
+		name, move string
+		args       []any
+		ok         bool
+	}{
+		{"the event's time", advanceHeadSQL, []any{"acme", seq, hash, seq + 1, next, at}, true},
+		{"another time", advanceHeadSQL, []any{"acme", seq, hash, seq + 1, next, at.Add(time.Second)}, false},
+		{"another hash", advanceHeadSQL, []any{"acme", seq, hash, seq + 1, strings.Repeat("c", 64), at}, false},
+		{"no time (older binaries)", `SELECT np_nself_audit.advance_chain_head($1, $2, $3, $4, $5)`,
+			[]any{"acme", seq, hash, seq + 1, next}, true},
+		{"an update of seq and hash alone (older binaries)",
+			`UPDATE np_nself_audit.np_audit_chain_heads SET seq = $2, hash = $3 WHERE source_account_id = $1`,
+			[]any{"acme", seq + 1, next}, true},
+		{"an update of seq and hash alone, to no event",
+			`UPDATE np_nself_audit.np_audit_chain_heads SET seq = $2, hash = $3 WHERE source_account_id = $1`,
+			[]any{"acme", seq + 1, strings.Repeat("c", 64)}, false},
+	} {
+		tx := asAppRole(t, su, "acme")
+		if _, err := tx.Exec(ctx, `INSERT INTO np_nself_audit.np_audit_events
+			(id, source_account_id, seq, occurred_at, recorded_at, actor_type, action, outcome, severity, prev_hash, hash)
+			VALUES (gen_random_uuid(), 'acme', $1, $2, $2, 'user', 'doc.read', 'success', 'info', $3, $4)`,
+			seq+1, at, hash, next); err != nil {
+			tx.Rollback(ctx)
+			t.Fatal(err)
+		}
+		_, err := tx.Exec(ctx, c.move, c.args...)
+		var stored *time.Time
+		if err == nil {
+			if err := tx.QueryRow(ctx, `SELECT occurred_at FROM np_nself_audit.np_audit_chain_heads`).Scan(&stored); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tx.Rollback(ctx)
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s: %v; want the move", c.name, err)
+		case !c.ok && (err == nil || !strings.Contains(err.Error(), "must name a stored event")):
+			t.Errorf("%s: %v; want a refusal", c.name, err)
+		case c.ok && c.move == advanceHeadSQL && (stored == nil || !stored.Equal(at)):
+			t.Errorf("%s: the head's time is %v, want %v", c.name, stored, at)
+		case c.ok && strings.Contains(c.move, "$5)") && stored != nil:
+			t.Errorf("%s: the head's time is %v, want none", c.name, stored)
+		}
+	}
+	if n := storetest.VerifyChain(t, s, "acme"); n != 2 {
+		t.Fatalf("chain holds %d events, want 2", n)
 	}
 }
 
