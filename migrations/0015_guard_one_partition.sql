@@ -6,8 +6,9 @@
 -- partition's chain index. Partitions are never dropped, so the cost of each
 -- batch grew with the age of the database: with 40 monthly partitions
 -- instead of 4 (64 clients posting single events, pg_stat_statements),
--- advance_chain_head took 0.56 ms per batch instead of 0.11, and the rate
--- fell from 10,272 to 8,047 events/s.
+-- advance_chain_head took 0.28-0.56 ms per batch instead of about 0.10 ms;
+-- with this migration, 0.09-0.11 ms with 40 (BENCHMARKS.md, issue 5, ninth
+-- session).
 --
 -- A head now also records the occurred_at of the event it names, which the
 -- writer knows. When a move sets it, the guard adds it to the lookup, and
