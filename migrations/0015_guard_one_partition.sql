@@ -52,9 +52,7 @@ BEGIN
 END
 $$;
 
--- The fast path's head move (0006), with the event's time. The five-argument
--- version stays for binaries older than this migration, and now clears the
--- time, which no longer describes the head it leaves.
+-- The fast path's head move (0006), with the event's time.
 CREATE FUNCTION np_nself_audit.advance_chain_head(
     account text, from_seq bigint, from_hash text, to_seq bigint, to_hash text, to_occurred_at timestamptz)
 RETURNS void
@@ -72,16 +70,11 @@ $$;
 REVOKE ALL ON FUNCTION np_nself_audit.advance_chain_head(text, bigint, text, bigint, text, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION np_nself_audit.advance_chain_head(text, bigint, text, bigint, text, timestamptz) TO nself_audit_app;
 
+-- The five-argument version stays for binaries older than this migration:
+-- it moves the head without a time, which the guard then looks up in every
+-- partition.
 CREATE OR REPLACE FUNCTION np_nself_audit.advance_chain_head(
     account text, from_seq bigint, from_hash text, to_seq bigint, to_hash text) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE np_nself_audit.np_audit_chain_heads
-       SET seq = to_seq, hash = to_hash, occurred_at = NULL, updated_at = now()
-     WHERE source_account_id = account AND seq = from_seq AND hash = from_hash;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'the chain head of account % is not at seq %', account, from_seq
-            USING ERRCODE = 'NSA01';
-    END IF;
-END
+LANGUAGE sql AS $$
+    SELECT np_nself_audit.advance_chain_head(account, from_seq, from_hash, to_seq, to_hash, NULL::timestamptz)
 $$;
