@@ -31,24 +31,19 @@ const (
 // errDatabaseDown answers the writes refused while the database is down.
 var errDatabaseDown = audit.Errorf(audit.EUNAVAILABLE, "the database does not answer; retry later")
 
-// dbState is the watcher's view: the current period, whose down channel
-// closes when the database is found down; a new period starts when it
-// answers again. Writes read it without a lock.
+// dbState is the watcher's view: the current period's down channel, which
+// closes when the database is found down; a new period, with a new
+// channel, starts when it answers again. Writes read it without a lock.
 type dbState struct {
 	mu  sync.Mutex // serializes set
-	cur atomic.Pointer[upPeriod]
-}
-
-type upPeriod struct {
-	down   chan struct{}
-	closed bool // down is closed; read and written under dbState.mu
+	cur atomic.Pointer[chan struct{}]
 }
 
 // downChan returns the channel that closes when the database is found
 // down, already closed while it is down; nil when nothing watches.
 func (d *dbState) downChan() <-chan struct{} {
 	if p := d.cur.Load(); p != nil {
-		return p.down
+		return *p
 	}
 	return nil
 }
@@ -58,17 +53,27 @@ func (d *dbState) downChan() <-chan struct{} {
 func (d *dbState) set(answers bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	p := d.cur.Load()
+	down := d.downChan()
 	switch {
-	case answers && (p == nil || p.closed):
-		d.cur.Store(&upPeriod{down: make(chan struct{})})
+	case answers && (down == nil || isClosed(down)):
+		ch := make(chan struct{})
+		d.cur.Store(&ch)
 		return true
-	case !answers && p != nil && !p.closed:
-		p.closed = true
-		close(p.down)
+	case !answers && down != nil && !isClosed(down):
+		close(*d.cur.Load())
 		return true
 	}
 	return false
+}
+
+// isClosed reports whether ch is closed (it is never sent on).
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // WatchDatabase probes the database every second until ctx ends, and
@@ -111,12 +116,8 @@ func (s *Server) WatchDatabase(ctx context.Context) {
 // ingest.Writer.WriteUntil).
 func (s *Server) write(r *http.Request, items ...*audit.AppendItem) error {
 	down := s.db.downChan()
-	if down != nil {
-		select {
-		case <-down:
-			return errDatabaseDown
-		default:
-		}
+	if down != nil && isClosed(down) {
+		return errDatabaseDown
 	}
 	err := s.writer.WriteUntil(r.Context(), down, writeTimeout, items...)
 	if errors.Is(err, ingest.ErrStopped) {
