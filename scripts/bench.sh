@@ -41,7 +41,7 @@
 #                               disk and most of an hour here.
 #   BENCH_KEEP=1                keep the temp folder (logs, CSV) at exit
 #
-# A default run takes about four minutes here. No result is asserted: it prints.
+# A default run takes about three minutes here. No result is asserted: it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
